@@ -325,6 +325,12 @@ func (s *s3Store) AbortIncompleteUploads(ctx context.Context, prefix string) (in
 	aborted := 0
 	for {
 		page, err := s.client.ListMultipartUploads(ctx, in)
+		var apiErr smithy.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode() == "NoSuchUpload" {
+			// Some S3 servers (gofakes3) answer NoSuchUpload for a bucket
+			// that never had a multipart upload: nothing to abort.
+			return aborted, nil
+		}
 		if err != nil {
 			return aborted, s.mapErr(ctx, "list multipart uploads", prefix, err)
 		}
