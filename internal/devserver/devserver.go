@@ -1,0 +1,228 @@
+// Package devserver runs a complete Temporal server and its Web UI inside the
+// kopsdr worker process, for `kopsdr-worker --dev`.
+//
+// State lives in a SQLite FILE (not memory) so that a restore in flight
+// survives killing and restarting the worker: that is the whole point of
+// running kopsdr on Temporal, and the dev mode must not hide it.
+package devserver
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	uiserver "github.com/temporalio/ui-server/v2/server"
+	uiconfig "github.com/temporalio/ui-server/v2/server/config"
+	uioptions "github.com/temporalio/ui-server/v2/server/server_options"
+	"go.temporal.io/server/common/authorization"
+	"go.temporal.io/server/common/cluster"
+	"go.temporal.io/server/common/config"
+	"go.temporal.io/server/common/log"
+	sqliteplugin "go.temporal.io/server/common/persistence/sql/sqlplugin/sqlite"
+	sqliteschema "go.temporal.io/server/schema/sqlite"
+	"go.temporal.io/server/temporal"
+)
+
+// Options says where the embedded server listens and keeps its state.
+type Options struct {
+	DataDir   string // holds temporal.db; created if missing
+	IP        string // frontend and UI bind address, default 127.0.0.1
+	Port      int    // frontend gRPC port, default 7233
+	UIPort    int    // Web UI port, default 8233; negative disables the UI
+	Namespace string // pre-registered namespace, default "default"
+	Logger    log.Logger
+}
+
+// Server is a running embedded Temporal server (and UI).
+type Server struct {
+	temporal temporal.Server
+	ui       *uiserver.Server
+	Frontend string // host:port of the gRPC frontend
+	UI       string // http://host:port of the Web UI, "" when disabled
+}
+
+func (o *Options) defaults() {
+	if o.IP == "" {
+		o.IP = "127.0.0.1"
+	}
+	if o.Port == 0 {
+		o.Port = 7233
+	}
+	if o.UIPort == 0 {
+		o.UIPort = 8233
+	}
+	if o.Namespace == "" {
+		o.Namespace = "default"
+	}
+	if o.Logger == nil {
+		o.Logger = log.NewNoopLogger()
+	}
+}
+
+// Start creates the schema on first use, registers the namespace and starts
+// the server. It returns once the frontend accepts connections.
+func Start(ctx context.Context, o Options) (*Server, error) {
+	o.defaults()
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("dev server data dir: %w", err)
+	}
+	sqlConf := &config.SQL{
+		PluginName:        sqliteplugin.PluginName,
+		DatabaseName:      filepath.Join(o.DataDir, "temporal.db"),
+		ConnectAttributes: map[string]string{"mode": "rwc", "_journal_mode": "wal", "_synchronous": "2"},
+	}
+	if _, err := os.Stat(sqlConf.DatabaseName); os.IsNotExist(err) {
+		if err := sqliteschema.SetupSchema(sqlConf); err != nil {
+			return nil, fmt.Errorf("dev server schema: %w", err)
+		}
+	}
+	ns, err := sqliteschema.NewNamespaceConfig("active", o.Namespace, false, nil)
+	if err != nil {
+		return nil, err
+	}
+	// CreateNamespaces skips namespaces that already exist, so a restart keeps them.
+	if err := sqliteschema.CreateNamespaces(sqlConf, ns); err != nil {
+		return nil, fmt.Errorf("dev server namespace: %w", err)
+	}
+
+	conf, err := serverConfig(o, sqlConf)
+	if err != nil {
+		return nil, err
+	}
+	authorizer, err := authorization.GetAuthorizerFromConfig(&conf.Global.Authorization)
+	if err != nil {
+		return nil, err
+	}
+	claimMapper, err := authorization.GetClaimMapperFromConfig(&conf.Global.Authorization, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	ts, err := temporal.NewServer(
+		temporal.WithConfig(conf),
+		temporal.ForServices(temporal.DefaultServices),
+		temporal.WithLogger(o.Logger),
+		temporal.WithAuthorizer(authorizer),
+		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("dev server: %w", err)
+	}
+	if err := ts.Start(); err != nil {
+		return nil, fmt.Errorf("dev server start: %w", err)
+	}
+	s := &Server{temporal: ts, Frontend: net.JoinHostPort(o.IP, strconv.Itoa(o.Port))}
+	if err := waitListening(ctx, s.Frontend); err != nil {
+		_ = ts.Stop()
+		return nil, err
+	}
+	if o.UIPort > 0 {
+		s.ui = uiserver.NewServer(uioptions.WithConfigProvider(&uiconfig.Config{
+			Host:                o.IP,
+			Port:                o.UIPort,
+			TemporalGRPCAddress: s.Frontend,
+			EnableUI:            true,
+			DefaultNamespace:    o.Namespace,
+			CORS:                uiconfig.CORS{CookieInsecure: true},
+			HideLogs:            true,
+		}))
+		uiErr := make(chan error, 1)
+		go func() { uiErr <- s.ui.Start() }()
+		s.UI = "http://" + net.JoinHostPort(o.IP, strconv.Itoa(o.UIPort))
+		select {
+		case err := <-uiErr:
+			// The UI failing to bind must not take the server down with it.
+			o.Logger.Warn("Temporal Web UI did not start: " + err.Error())
+			s.ui, s.UI = nil, ""
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return s, nil
+}
+
+// Stop shuts the UI and the server down.
+func (s *Server) Stop() {
+	if s.ui != nil {
+		s.ui.Stop()
+	}
+	_ = s.temporal.Stop()
+}
+
+func serverConfig(o Options, sqlConf *config.SQL) (*config.Config, error) {
+	var conf config.Config
+	conf.Global.Membership = config.Membership{MaxJoinDuration: 30 * time.Second, BroadcastAddress: "127.0.0.1"}
+	conf.Persistence = config.Persistence{
+		DefaultStore:     "sqlite",
+		VisibilityStore:  "sqlite",
+		NumHistoryShards: 1,
+		DataStores:       map[string]config.DataStore{"sqlite": {SQL: sqlConf}},
+	}
+	conf.ClusterMetadata = &cluster.Config{
+		FailoverVersionIncrement: 10,
+		MasterClusterName:        "active",
+		CurrentClusterName:       "active",
+		ClusterInformation: map[string]cluster.ClusterInformation{
+			"active": {Enabled: true, InitialFailoverVersion: 1, RPCAddress: net.JoinHostPort("127.0.0.1", strconv.Itoa(o.Port))},
+		},
+	}
+	conf.DCRedirectionPolicy.Policy = "noop"
+	conf.Services = map[string]config.Service{}
+	for _, name := range []string{"frontend", "history", "matching", "worker"} {
+		svc := config.Service{}
+		if name == "frontend" {
+			svc.RPC.GRPCPort = o.Port
+			svc.RPC.BindOnIP = o.IP
+		} else {
+			p, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			svc.RPC.GRPCPort = p
+			svc.RPC.BindOnLocalHost = true
+		}
+		mp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		svc.RPC.MembershipPort = mp
+		conf.Services[name] = svc
+	}
+	conf.Archival.History.State = "disabled"
+	conf.Archival.Visibility.State = "disabled"
+	conf.NamespaceDefaults.Archival.History.State = "disabled"
+	conf.NamespaceDefaults.Archival.Visibility.State = "disabled"
+	conf.PublicClient.HostPort = net.JoinHostPort("127.0.0.1", strconv.Itoa(o.Port))
+	return &conf, nil
+}
+
+// freePort asks the kernel for a free loopback port for the internal
+// services; only the frontend and the UI have fixed, documented ports.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitListening(ctx context.Context, addr string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("dev server frontend %s did not come up: %w", addr, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
