@@ -1,0 +1,307 @@
+package activities
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/kopsdr/kopsdr/internal/backupstore"
+	"github.com/kopsdr/kopsdr/internal/etcdconn"
+	"github.com/kopsdr/kopsdr/internal/etcdmanager"
+	"github.com/kopsdr/kopsdr/internal/snapshot"
+)
+
+// Backup holds the activities that take one etcd-manager-format backup. They
+// keep no state between calls: everything they need is in their input or in
+// the worker's environment (S3 credentials never travel through Temporal).
+type Backup struct{}
+
+// PrepareInput names the store and the time of the backup.
+type PrepareInput struct {
+	Store string    `json:"store"`
+	Now   time.Time `json:"now"` // workflow time, so a retried workflow picks the same second
+}
+
+// PrepareResult is the reserved backup name.
+type PrepareResult struct {
+	Name string `json:"name"`
+}
+
+// PrepareBackup checks the store is reachable and writable by us and reserves
+// a backup name: the workflow's second plus a sequence one past any backup
+// already named for that second, so neither etcd-manager's nor another
+// kopsdr's backup is ever overwritten.
+func (a *Backup) PrepareBackup(ctx context.Context, in PrepareInput) (PrepareResult, error) {
+	store, err := openStore(ctx, in.Store)
+	if err != nil {
+		return PrepareResult{}, err
+	}
+	names, err := etcdmanager.ListBackups(ctx, store)
+	if err != nil {
+		return PrepareResult{}, storeErr(in.Store, err)
+	}
+	seq := 1
+	for _, n := range names {
+		t, s, ok := etcdmanager.ParseBackupName(n)
+		if ok && t.Equal(in.Now.UTC().Truncate(time.Second)) && s >= seq {
+			seq = s + 1
+		}
+	}
+	return PrepareResult{Name: etcdmanager.BackupName(in.Now, seq)}, nil
+}
+
+// UploadInput says what to snapshot and where to put it.
+type UploadInput struct {
+	Store       string          `json:"store"`
+	Name        string          `json:"name"`
+	Etcd        etcdconn.Config `json:"etcd"`
+	SSEKMSKeyID string          `json:"sseKmsKeyId,omitempty"`
+	GzipLevel   int             `json:"gzipLevel,omitempty"`
+}
+
+// UploadResult is what the stream measured.
+type UploadResult struct {
+	snapshot.Result
+	Endpoint    string `json:"endpoint"`
+	MemberCount int32  `json:"memberCount"`
+}
+
+// UploadProgress is the heartbeat detail: bytes read from etcd and written.
+type UploadProgress struct {
+	RawBytes  int64 `json:"rawBytes"`
+	GzipBytes int64 `json:"gzipBytes"`
+}
+
+// UploadSnapshot streams Maintenance.Snapshot through gzip straight into
+// <name>/etcd.backup.gz: nothing is held in memory or staged on disk. A retry
+// first aborts what an earlier, killed attempt left (multipart uploads, temp
+// files) and then uploads the object again under the same name.
+func (a *Backup) UploadSnapshot(ctx context.Context, in UploadInput) (UploadResult, error) {
+	store, err := openStore(ctx, in.Store)
+	if err != nil {
+		return UploadResult{}, err
+	}
+	cli, err := etcdconn.New(ctx, in.Etcd)
+	if err != nil {
+		return UploadResult{}, etcdErr(in.Etcd, err)
+	}
+	defer cli.Close()
+	if _, err := store.AbortIncompleteUploads(ctx, in.Name+"/"); err != nil {
+		return UploadResult{}, storeErr(in.Store, err)
+	}
+	endpoint, err := healthyEndpoint(ctx, cli, in.Etcd.Endpoints)
+	if err != nil {
+		return UploadResult{}, err
+	}
+
+	// Heartbeat from a ticker, not from the data path, so a stall (etcd or the
+	// store stops answering) shows up as a missed heartbeat and is retried.
+	progress := &progressCounter{}
+	stop := heartbeatEvery(ctx, 5*time.Second, func() any { return progress.load() })
+	defer stop()
+
+	pr, pw := io.Pipe()
+	type putResult struct {
+		n   int64
+		err error
+	}
+	putDone := make(chan putResult, 1)
+	go func() {
+		n, err := store.Put(ctx, in.Name+"/"+etcdmanager.DataFile, pr, backupstore.PutOptions{
+			SSEKMSKeyID: in.SSEKMSKeyID, ContentType: "application/gzip",
+		})
+		pr.CloseWithError(err) // unblock the writer if the upload failed first
+		putDone <- putResult{n, err}
+	}()
+	res, streamErr := snapshot.Stream(ctx, cli, endpoint, pw, in.GzipLevel, progress.store)
+	pw.CloseWithError(streamErr)
+	put := <-putDone
+	if streamErr != nil {
+		return UploadResult{}, fmt.Errorf("snapshot of etcd at %s: %w", endpoint, streamErr)
+	}
+	if put.err != nil {
+		return UploadResult{}, storeErr(in.Store, put.err)
+	}
+	if put.n != res.GzipBytes {
+		return UploadResult{}, fmt.Errorf("store took %d bytes of %d", put.n, res.GzipBytes)
+	}
+	members, err := cli.MemberList(ctx)
+	if err != nil {
+		return UploadResult{}, etcdErr(in.Etcd, err)
+	}
+	return UploadResult{Result: res, Endpoint: endpoint, MemberCount: int32(len(members.Members))}, nil
+}
+
+// FinalizeInput carries what the upload measured, to be checked again.
+type FinalizeInput struct {
+	Store       string                   `json:"store"`
+	Name        string                   `json:"name"`
+	Upload      UploadResult             `json:"upload"`
+	ClusterSpec *etcdmanager.ClusterSpec `json:"clusterSpec,omitempty"`
+	MemberCount int32                    `json:"memberCount"`
+	WorkflowID  string                   `json:"workflowId"`
+	SSEKMSKeyID string                   `json:"sseKmsKeyId,omitempty"`
+	Timestamp   time.Time                `json:"timestamp"`
+}
+
+// Facts are kopsdr's own record of a backup, kept in kopsdr.json beside the
+// meta: etcd-manager reads the meta strictly, so nothing of ours goes there.
+type Facts struct {
+	Backup       string    `json:"backup"`
+	GzipBytes    int64     `json:"gzipBytes"`
+	GzipSHA256   string    `json:"gzipSha256"`
+	RawBytes     int64     `json:"rawBytes"`
+	RawSHA256    string    `json:"rawSha256"`
+	Revision     int64     `json:"revision"`
+	EtcdVersion  string    `json:"etcdVersion"`
+	Endpoint     string    `json:"endpoint"`
+	WorkflowID   string    `json:"workflowId"`
+	CreatedAt    time.Time `json:"createdAt"`
+	KopsdrFormat int       `json:"kopsdrFormat"`
+}
+
+// FinalizeBackup reads the uploaded object back, checks it (gzip, the
+// snapshot's own sha256 trailer, our hashes and sizes) and only then writes
+// kopsdr.json and, last, the meta that makes the backup visible. Running it
+// again after success changes nothing.
+func (a *Backup) FinalizeBackup(ctx context.Context, in FinalizeInput) (Facts, error) {
+	store, err := openStore(ctx, in.Store)
+	if err != nil {
+		return Facts{}, err
+	}
+	facts := Facts{
+		Backup: in.Name, GzipBytes: in.Upload.GzipBytes, GzipSHA256: in.Upload.GzipSHA256,
+		RawBytes: in.Upload.RawBytes, RawSHA256: in.Upload.RawSHA256, Revision: in.Upload.Revision,
+		EtcdVersion: in.Upload.EtcdVersion, Endpoint: in.Upload.Endpoint, WorkflowID: in.WorkflowID,
+		CreatedAt: in.Timestamp.UTC(), KopsdrFormat: 1,
+	}
+	if _, err := store.Stat(ctx, in.Name+"/"+etcdmanager.MetaFile); err == nil {
+		return facts, nil // already finalized by an earlier attempt
+	}
+	if err := verifyObject(ctx, store, in.Name, in.Upload.Result); err != nil {
+		return Facts{}, err
+	}
+	factsJSON, _ := json.MarshalIndent(facts, "", "  ")
+	opts := backupstore.PutOptions{SSEKMSKeyID: in.SSEKMSKeyID, ContentType: "application/json"}
+	if _, err := store.Put(ctx, in.Name+"/"+etcdmanager.KopsdrFile, bytes.NewReader(factsJSON), opts); err != nil {
+		return Facts{}, storeErr(in.Store, err)
+	}
+	spec := in.ClusterSpec
+	if spec == nil {
+		spec = &etcdmanager.ClusterSpec{MemberCount: in.MemberCount, EtcdVersion: in.Upload.EtcdVersion}
+	}
+	meta := etcdmanager.MarshalBackupInfo(etcdmanager.BackupInfo{
+		EtcdVersion: in.Upload.EtcdVersion, Timestamp: in.Timestamp.Unix(), ClusterSpec: spec,
+	})
+	if _, err := store.Put(ctx, in.Name+"/"+etcdmanager.MetaFile, bytes.NewReader(meta), opts); err != nil {
+		return Facts{}, storeErr(in.Store, err)
+	}
+	return facts, nil
+}
+
+// verifyObject streams the stored object back and compares it with what was
+// uploaded. A mismatch is not retryable: the upload itself must be redone.
+func verifyObject(ctx context.Context, store backupstore.Store, name string, want snapshot.Result) error {
+	rc, err := store.Get(ctx, name+"/"+etcdmanager.DataFile)
+	if err != nil {
+		return storeErr(store.URL(), err)
+	}
+	defer rc.Close()
+	got, err := snapshot.VerifyGzip(&heartbeatReader{ctx: ctx, r: rc})
+	if err != nil {
+		return temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("uploaded backup %s does not verify: %v", name, err), ErrTypeCorruptBackup, err)
+	}
+	if got.GzipSHA256 != want.GzipSHA256 || got.GzipBytes != want.GzipBytes || got.RawSHA256 != want.RawSHA256 {
+		return temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("uploaded backup %s differs from what was sent (sha256 %s, %d bytes; sent %s, %d bytes)",
+				name, got.GzipSHA256, got.GzipBytes, want.GzipSHA256, want.GzipBytes), ErrTypeCorruptBackup, nil)
+	}
+	return nil
+}
+
+// SpecInput names a store whose control/etcd-cluster-spec is wanted.
+type SpecInput struct {
+	Store string `json:"store"`
+}
+
+// ClusterSpecInfo is the cluster spec if kops wrote one, and the member count
+// etcd reports, used when it did not.
+type ClusterSpecInfo struct {
+	Spec *etcdmanager.ClusterSpec `json:"spec,omitempty"`
+}
+
+// ReadClusterSpec returns control/etcd-cluster-spec, or nil when it is absent
+// (a store kops did not create: the meta then records what etcd reports).
+func (a *Backup) ReadClusterSpec(ctx context.Context, in SpecInput) (ClusterSpecInfo, error) {
+	store, err := openStore(ctx, in.Store)
+	if err != nil {
+		return ClusterSpecInfo{}, err
+	}
+	spec, err := etcdmanager.ReadClusterSpec(ctx, store)
+	if errors.Is(err, etcdmanager.ErrNoClusterSpec) {
+		return ClusterSpecInfo{}, nil
+	}
+	if err != nil {
+		return ClusterSpecInfo{}, storeErr(in.Store, err)
+	}
+	return ClusterSpecInfo{Spec: &spec}, nil
+}
+
+// DiscardInput names a backup folder that never got its meta.
+type DiscardInput struct {
+	Store string `json:"store"`
+	Name  string `json:"name"`
+}
+
+// DiscardIncomplete removes what a failed backup left in its folder. It
+// refuses to touch a folder whose meta exists: that is a real backup.
+func (a *Backup) DiscardIncomplete(ctx context.Context, in DiscardInput) (int, error) {
+	store, err := openStore(ctx, in.Store)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := store.Stat(ctx, in.Name+"/"+etcdmanager.MetaFile); err == nil {
+		return 0, nil
+	}
+	if _, err := store.AbortIncompleteUploads(ctx, in.Name+"/"); err != nil {
+		return 0, storeErr(in.Store, err)
+	}
+	objs, err := store.List(ctx, in.Name+"/")
+	if err != nil {
+		return 0, storeErr(in.Store, err)
+	}
+	keys := make([]string, 0, len(objs))
+	for _, o := range objs {
+		if strings.HasPrefix(o.Key, in.Name+"/") {
+			keys = append(keys, o.Key)
+		}
+	}
+	return len(keys), storeErr(in.Store, store.Delete(ctx, keys...))
+}
+
+// PruneInput is the retention run after a successful backup.
+type PruneInput struct {
+	Store     string                      `json:"store"`
+	Now       time.Time                   `json:"now"`
+	Retention etcdmanager.RetentionPolicy `json:"retention"`
+	DryRun    bool                        `json:"dryRun"`
+}
+
+// PruneBackups applies etcd-manager's retention policy. With DryRun it only
+// lists what it would delete.
+func (a *Backup) PruneBackups(ctx context.Context, in PruneInput) ([]string, error) {
+	store, err := openStore(ctx, in.Store)
+	if err != nil {
+		return nil, err
+	}
+	removed, err := etcdmanager.PruneBackups(ctx, store, in.Now, in.Retention, in.DryRun)
+	return removed, storeErr(in.Store, err)
+}

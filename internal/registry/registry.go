@@ -1,0 +1,17 @@
+// Package registry is the single list of what a kopsdr worker runs, shared by
+// the worker binary and the tests so they can never drift apart.
+package registry
+
+import (
+	"go.temporal.io/sdk/worker"
+
+	"github.com/kopsdr/kopsdr/activities"
+	"github.com/kopsdr/kopsdr/workflows"
+)
+
+// Register registers every kopsdr workflow and activity.
+func Register(r worker.Registry) {
+	r.RegisterWorkflow(workflows.EtcdBackup)
+	r.RegisterWorkflow(workflows.ClusterBackup)
+	r.RegisterActivity(&activities.Backup{})
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
+
+	"github.com/kopsdr/kopsdr/internal/backupstore"
+	"github.com/kopsdr/kopsdr/internal/etcdmanager"
+	"github.com/kopsdr/kopsdr/internal/temporalconn"
+	"github.com/kopsdr/kopsdr/workflows"
+)
+
+// etcdFlags are the etcdctl-style connection flags.
+type etcdFlags struct {
+	endpoints         []string
+	cacert, cert, key string
+}
+
+func (f *etcdFlags) bind(cmd *cobra.Command) {
+	cmd.Flags().StringSliceVar(&f.endpoints, "endpoints", nil, "etcd client URLs, comma separated (main: https://<master>:4001, events: :4002)")
+	cmd.Flags().StringVar(&f.cacert, "cacert", "", "CA bundle path ON THE WORKER to verify etcd (kops: /etc/kubernetes/pki/kube-apiserver/etcd-ca.crt)")
+	cmd.Flags().StringVar(&f.cert, "cert", "", "client certificate path on the worker (kops: .../etcd-client.crt)")
+	cmd.Flags().StringVar(&f.key, "key", "", "client key path on the worker (kops: .../etcd-client.key)")
+}
+
+// storeFlags locate a backup store: directly, or from the kops state store.
+type storeFlags struct {
+	backupStore, stateStore string
+}
+
+func (f *storeFlags) bind(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.backupStore, "backup-store", "", "backup store URL, e.g. s3://my.clusters/test.my.clusters/backups/etcd/main or file:///path")
+	cmd.Flags().StringVar(&f.stateStore, "state-store", os.Getenv("KOPS_STATE_STORE"), "kops state store (env KOPS_STATE_STORE); the backup store is <state-store>/<cluster>/backups/etcd/<etcd>")
+}
+
+func (a *app) backupCmd() *cobra.Command {
+	var (
+		in   workflows.EtcdBackupInput
+		ef   etcdFlags
+		sf   storeFlags
+		wait bool
+	)
+	cmd := &cobra.Command{
+		Use:   "backup --cluster NAME --etcd main|events --endpoints URL[,URL] --backup-store URL [--wait]",
+		Short: "Back up one etcd cluster (main or events) into its backup store, in etcd-manager's format",
+		Example: `  kopsdr backup --cluster test.my.clusters --etcd main --endpoints https://127.0.0.1:4001 \
+    --cacert ca.crt --cert client.crt --key client.key \
+    --backup-store s3://my.clusters/test.my.clusters/backups/etcd/main --wait`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			in.Endpoints, in.CACert, in.Cert, in.Key = ef.endpoints, ef.cacert, ef.cert, ef.key
+			in.BackupStore, in.StateStore = sf.backupStore, sf.stateStore
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			id := fmt.Sprintf("backup/%s/%s/%s", in.Cluster, in.EtcdCluster, time.Now().UTC().Format("20060102T150405Z"))
+			run, err := c.ExecuteWorkflow(cmd.Context(), client.StartWorkflowOptions{
+				ID: id, TaskQueue: temporalconn.TaskQueue,
+			}, workflows.EtcdBackup, in)
+			if err != nil {
+				return fmt.Errorf("start backup: %w", err)
+			}
+			if !wait {
+				return a.print(map[string]string{"workflowId": run.GetID(), "runId": run.GetRunID()}, func(w io.Writer) {
+					fmt.Fprintf(w, "started %s (follow it with: kopsdr status %s)\n", run.GetID(), run.GetID())
+				})
+			}
+			var res workflows.EtcdBackupResult
+			if err := follow(cmd.Context(), c, run, &res, cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			return a.print(res, func(w io.Writer) { fmt.Fprintln(w, res.Backup) })
+		},
+	}
+	cmd.Flags().StringVar(&in.Cluster, "cluster", "", "kops cluster name (required)")
+	cmd.Flags().StringVar(&in.EtcdCluster, "etcd", "", "etcd cluster: main or events (required)")
+	cmd.Flags().StringVar(&in.SSEKMSKeyID, "sse-kms-key-id", "", "encrypt the uploaded objects with this KMS key (S3 SSE-KMS)")
+	cmd.Flags().BoolVar(&in.NoPrune, "no-prune", false, "do not apply the retention policy after the backup")
+	cmd.Flags().BoolVar(&in.PruneDryRun, "prune-dry-run", false, "list what retention would delete, delete nothing")
+	cmd.Flags().Int32Var(&in.MaxAttempts, "max-attempts", 0, "attempts before an unreachable etcd or store fails the backup (default 8)")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the backup, show progress, print its name")
+	ef.bind(cmd)
+	sf.bind(cmd)
+	_ = cmd.MarkFlagRequired("cluster")
+	_ = cmd.MarkFlagRequired("etcd")
+	return cmd
+}
+
+func (a *app) listBackupsCmd() *cobra.Command {
+	var (
+		sf              storeFlags
+		cluster, etcdCl string
+	)
+	cmd := &cobra.Command{
+		Use:   "list-backups --backup-store URL",
+		Short: "List the backups in a store, oldest first, as etcd-manager-ctl list-backups does",
+		Long: `List the backups in a store, oldest first, as etcd-manager-ctl list-backups does.
+It reads the store directly with the credentials of this shell; no worker is needed.`,
+		Example: `  kopsdr list-backups --backup-store s3://my.clusters/test.my.clusters/backups/etcd/main
+  kopsdr list-backups --state-store s3://my.clusters --cluster test.my.clusters --etcd events`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			url := sf.backupStore
+			if url == "" {
+				if cluster == "" || etcdCl == "" {
+					return fmt.Errorf("give --backup-store, or --state-store with --cluster and --etcd")
+				}
+				var err error
+				if url, err = workflows.BackupStoreFor(sf.stateStore, "", cluster, etcdCl); err != nil {
+					return err
+				}
+			}
+			store, err := backupstore.Open(cmd.Context(), url, backupstore.Options{})
+			if err != nil {
+				return err
+			}
+			names, err := etcdmanager.ListBackups(cmd.Context(), store)
+			if err != nil {
+				return err
+			}
+			if names == nil {
+				names = []string{}
+			}
+			return a.print(names, func(w io.Writer) {
+				if len(names) > 0 {
+					fmt.Fprintln(w, strings.Join(names, "\n"))
+				}
+			})
+		},
+	}
+	sf.bind(cmd)
+	cmd.Flags().StringVar(&cluster, "cluster", "", "kops cluster name (with --state-store)")
+	cmd.Flags().StringVar(&etcdCl, "etcd", "", "main or events (with --state-store)")
+	return cmd
+}

@@ -1,0 +1,81 @@
+// Package stack is kopsdr's test stack: a real Temporal server in process,
+// kopsdr's own binaries built once per test run, and the machine's Docker
+// engine. Etcd and S3 live in test/etcdtest and test/s3test, EC2 in
+// test/fakeec2.
+package stack
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/server/temporaltest"
+
+	"github.com/kopsdr/kopsdr/internal/registry"
+	"github.com/kopsdr/kopsdr/internal/temporalconn"
+)
+
+// Temporal is a running in-process Temporal server.
+type Temporal struct {
+	Server    *temporaltest.TestServer
+	Client    client.Client
+	Namespace string
+	Address   string
+}
+
+// StartTemporal starts a real Temporal server (SQLite in memory) for this test.
+func StartTemporal(t testing.TB) *Temporal {
+	t.Helper()
+	tt, ok := t.(*testing.T)
+	var opts []temporaltest.TestServerOption
+	if ok {
+		opts = append(opts, temporaltest.WithT(tt))
+	}
+	ts := temporaltest.NewServer(opts...)
+	if !ok {
+		t.Cleanup(ts.Stop)
+	}
+	return &Temporal{Server: ts, Client: ts.GetDefaultClient(), Namespace: ts.GetDefaultNamespace(), Address: ts.GetFrontendHostPort()}
+}
+
+// StartWorker runs kopsdr's real registry in this process on task queue
+// "kopsdr", stopped at the end of the test.
+func (tp *Temporal) StartWorker(t testing.TB) worker.Worker {
+	t.Helper()
+	w := worker.New(tp.Client, temporalconn.TaskQueue, worker.Options{})
+	registry.Register(w)
+	if err := w.Start(); err != nil {
+		t.Fatalf("start worker: %v", err)
+	}
+	t.Cleanup(w.Stop)
+	return w
+}
+
+// ConnFlags are the flags that point kopsdr's binaries at this server.
+func (tp *Temporal) ConnFlags() []string {
+	return []string{"--address", tp.Address, "--namespace", tp.Namespace}
+}
+
+// Context is a test context bounded by a timeout and the test's deadline.
+func Context(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// RequireAll reports whether missing tools must fail tests instead of
+// skipping them: .ci/run sets KOPSDR_REQUIRE_ALL=1.
+func RequireAll() bool { return os.Getenv("KOPSDR_REQUIRE_ALL") == "1" }
+
+// SkipOrFail skips the test, or fails it when RequireAll.
+func SkipOrFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if RequireAll() {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}

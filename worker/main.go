@@ -1,0 +1,103 @@
+// Command kopsdr-worker runs kopsdr's workflows and activities on task queue
+// "kopsdr". With --dev it also runs a Temporal server and Web UI in the same
+// process, keeping state in a SQLite file under --data-dir.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/kopsdr/kopsdr/internal/devserver"
+	"github.com/kopsdr/kopsdr/internal/registry"
+	"github.com/kopsdr/kopsdr/internal/temporalconn"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	var (
+		conn     temporalconn.Options
+		dev      bool
+		dataDir  string
+		devPort  int
+		uiPort   int
+		logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "kopsdr-worker",
+		Short: "Run kopsdr's Temporal worker (task queue \"kopsdr\")",
+		Long: `Run kopsdr's Temporal worker: etcd backups, schedules and restores for kops clusters.
+
+Without --dev it connects to an existing Temporal (--address, --namespace, mTLS or API key).
+With --dev it starts an embedded Temporal server on 127.0.0.1:7233 and the Web UI on
+127.0.0.1:8233, keeping state in <data-dir>/temporal.db so work in flight survives a restart.
+
+S3 credentials come from the worker's environment (AWS default chain, or S3_ENDPOINT,
+S3_REGION, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY as etcd-manager uses them); they never
+travel through Temporal.`,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
+			}
+			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if dev {
+				srv, err := devserver.Start(ctx, devserver.Options{DataDir: dataDir, Port: devPort, UIPort: uiPort, Namespace: conn.Namespace})
+				if err != nil {
+					return err
+				}
+				defer srv.Stop()
+				conn.Address = srv.Frontend
+				ui := srv.UI
+				if ui == "" {
+					ui = "disabled"
+				}
+				fmt.Printf("kopsdr dev: Temporal on %s (namespace %s), Web UI on %s, state in %s\n",
+					srv.Frontend, conn.Namespace, ui, filepath.Join(dataDir, "temporal.db"))
+			}
+			c, err := conn.Dial(logger)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			w := worker.New(c, temporalconn.TaskQueue, worker.Options{})
+			registry.Register(w)
+			if err := w.Start(); err != nil {
+				return fmt.Errorf("start worker: %w", err)
+			}
+			logger.Info("kopsdr worker started", "address", conn.Address, "namespace", conn.Namespace, "taskQueue", temporalconn.TaskQueue)
+			<-ctx.Done()
+			w.Stop()
+			return nil
+		},
+	}
+	conn.Bind(cmd.Flags())
+	cmd.Flags().BoolVar(&dev, "dev", false, "run an embedded Temporal server and Web UI in this process")
+	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "with --dev: where the embedded server keeps temporal.db")
+	cmd.Flags().IntVar(&devPort, "dev-port", 7233, "with --dev: Temporal frontend port on 127.0.0.1")
+	cmd.Flags().IntVar(&uiPort, "ui-port", 8233, "with --dev: Web UI port on 127.0.0.1 (-1 disables the UI)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func defaultDataDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "kopsdr", "dev")
+	}
+	return ".kopsdr-dev"
+}
