@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
@@ -63,7 +64,7 @@ type UploadInput struct {
 	Name        string          `json:"name"`
 	Etcd        etcdconn.Config `json:"etcd"`
 	SSEKMSKeyID string          `json:"sseKmsKeyId,omitempty"`
-	GzipLevel   int             `json:"gzipLevel,omitempty"`
+	GzipLevel   int             `json:"gzipLevel,omitempty"` // 1..9; default gzip's default (6)
 }
 
 // UploadResult is what the stream measured.
@@ -120,7 +121,11 @@ func (a *Backup) UploadSnapshot(ctx context.Context, in UploadInput) (UploadResu
 		pr.CloseWithError(err) // unblock the writer if the upload failed first
 		putDone <- putResult{n, err}
 	}()
-	res, streamErr := snapshot.Stream(ctx, cli, endpoint, pw, in.GzipLevel, progress.store)
+	level := in.GzipLevel
+	if level == 0 { // the zero value means "not set", not "store uncompressed"
+		level = gzip.DefaultCompression
+	}
+	res, streamErr := snapshot.Stream(ctx, cli, endpoint, pw, level, progress.store)
 	pw.CloseWithError(streamErr)
 	put := <-putDone
 	if streamErr != nil {

@@ -43,7 +43,7 @@ func VerifyGzip(r io.Reader) (VerifyResult, error) {
 	}
 	return VerifyResult{
 		RawBytes:   raw.n,
-		GzipBytes:  gzIn.n,
+		GzipBytes:  gzIn.n.Load(),
 		RawSHA256:  raw.sum(),
 		GzipSHA256: gzIn.sum(),
 	}, nil
