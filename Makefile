@@ -33,7 +33,7 @@ test-short: ## Unit tests only (no Temporal server, no Docker)
 	$(GO) test -short ./internal/... ./workflows/... ./activities/...
 
 bench: ## Backup benchmark: streaming vs sequential, time ratio and peak memory at two sizes
-	$(GO) run ./test/bench
+	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./test/bench
 
 compose-check: ## Check docker-compose.yml parses
 	docker-compose -f docker-compose.yml config -q || docker compose -f docker-compose.yml config -q

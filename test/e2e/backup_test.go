@@ -134,6 +134,7 @@ func checkBackupFormat(t *testing.T, ctx context.Context, store backupstore.Stor
 	require.Equal(t, res.SHA256, v.GzipSHA256)
 	require.Equal(t, res.RawSHA256, v.RawSHA256)
 	require.Positive(t, res.Revision)
+	require.Less(t, res.Bytes, res.RawBytes/2, "Kubernetes-like data is compressed")
 }
 
 func readAll(t *testing.T, ctx context.Context, store backupstore.Store, key string) []byte {

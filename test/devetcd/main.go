@@ -1,0 +1,101 @@
+// Command devetcd runs a local stand-in for a kops master's two etcd
+// clusters, main on 127.0.0.1:4001 and events on 127.0.0.1:4002, with TLS
+// and client-certificate auth like kops, so a newcomer can try kopsdr
+// without a Kubernetes cluster:
+//
+//	go run ./test/devetcd --dir .kopsdr-dev/etcd
+//
+// It prints the kopsdr flags that reach it and runs until interrupted.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/kopsdr/kopsdr/internal/etcdconn"
+	"github.com/kopsdr/kopsdr/test/etcdtest"
+)
+
+func main() {
+	dir := flag.String("dir", ".kopsdr-dev/etcd", "where certificates and data live")
+	mainPort := flag.Int("main-port", 4001, "client port of etcd main")
+	eventsPort := flag.Int("events-port", 4002, "client port of etcd events")
+	keys := flag.Int("keys", 500, "Kubernetes-like keys to put into a fresh main")
+	flag.Parse()
+
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	certs, err := etcdtest.GenerateCerts(filepath.Join(abs, "pki"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	for _, c := range []struct {
+		name       string
+		port, peer int
+	}{{"main", *mainPort, *mainPort + 1000}, {"events", *eventsPort, *eventsPort + 1000}} {
+		e, err := startEtcd(filepath.Join(abs, c.name), c.name, c.port, c.peer, certs)
+		if err != nil {
+			log.Fatalf("etcd %s: %v", c.name, err)
+		}
+		defer e.Close()
+	}
+	conn := etcdconn.Config{Endpoints: []string{fmt.Sprintf("https://127.0.0.1:%d", *mainPort)},
+		CACert: certs.CACert, Cert: certs.ClientCert, Key: certs.ClientKey}
+	if err := seed(ctx, conn, *keys); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("etcd main on https://127.0.0.1:%d, events on https://127.0.0.1:%d\n", *mainPort, *eventsPort)
+	fmt.Printf("kopsdr flags: --cacert %s --cert %s --key %s\n", certs.CACert, certs.ClientCert, certs.ClientKey)
+	<-ctx.Done()
+}
+
+func startEtcd(dir, name string, port, peer int, certs etcdtest.CertFiles) (*embed.Etcd, error) {
+	cfg := embed.NewConfig()
+	cfg.Name, cfg.Dir = name, dir
+	cu, _ := url.Parse(fmt.Sprintf("https://127.0.0.1:%d", port))
+	pu, _ := url.Parse(fmt.Sprintf("https://127.0.0.1:%d", peer))
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = fmt.Sprintf("%s=%s", name, pu)
+	tls := transport.TLSInfo{CertFile: certs.ServerCert, KeyFile: certs.ServerKey, TrustedCAFile: certs.CACert, ClientCertAuth: true}
+	cfg.ClientTLSInfo, cfg.PeerTLSInfo = tls, tls
+	cfg.LogLevel = "error"
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, err
+	}
+	<-e.Server.ReadyNotify()
+	return e, nil
+}
+
+// seed puts some Kubernetes-like objects into main the first time.
+func seed(ctx context.Context, conn etcdconn.Config, n int) error {
+	cli, err := etcdconn.New(ctx, conn)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	if resp, err := cli.Get(ctx, "/registry/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count > 0 {
+		return err
+	}
+	for i := range n {
+		if _, err := cli.Put(ctx, etcdtest.Key("/registry/configmaps/default/", i), string(etcdtest.Value("/registry/configmaps/default/", i, 2048))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
