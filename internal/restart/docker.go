@@ -1,0 +1,501 @@
+package restart
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/kopsdr/kopsdr/internal/inputerr"
+)
+
+// Defaults for NewDocker; see the options.
+const (
+	DefaultTimeout = 60 * time.Second
+	DefaultGrace   = 10 * time.Second
+	DefaultPoll    = 500 * time.Millisecond
+	// DefaultLogLines is what LogTail returns when lines <= 0.
+	DefaultLogLines = 100
+	// maxLogBytes bounds LogTail's memory whatever the line lengths.
+	maxLogBytes = 1 << 20
+)
+
+// Option changes how the Docker restarter waits.
+type Option func(*dockerRestarter)
+
+// WithTimeout bounds how long Restart waits, after the kill, for a matching
+// container to run again (default DefaultTimeout).
+func WithTimeout(d time.Duration) Option { return func(r *dockerRestarter) { r.timeout = d } }
+
+// WithGrace is how long Restart leaves the kubelet to replace a killed
+// container before starting it itself (default DefaultGrace). The kubelet
+// normally replaces it within a second or two; only its crash-loop back-off
+// (10 s and up) takes longer.
+func WithGrace(d time.Duration) Option { return func(r *dockerRestarter) { r.grace = d } }
+
+// WithPoll is how often Restart looks at the containers while it waits
+// (default DefaultPoll).
+func WithPoll(d time.Duration) Option { return func(r *dockerRestarter) { r.poll = d } }
+
+// NewDocker returns a Restarter that talks to each Target's Docker daemon
+// through the Docker Engine API, negotiating the API version (kops masters
+// run Docker 19.03/20.10). It opens a client per call, as calls are few and
+// targets many.
+func NewDocker(opts ...Option) Restarter {
+	r := &dockerRestarter{timeout: DefaultTimeout, grace: DefaultGrace, poll: DefaultPoll}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+type dockerRestarter struct {
+	timeout, grace, poll time.Duration
+}
+
+// session is one client for one Target.
+type session struct {
+	cli *client.Client
+	t   Target
+}
+
+func (r *dockerRestarter) connect(t Target) (*session, error) {
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	opts := []client.Opt{client.WithHost(t.Endpoint), client.WithAPIVersionNegotiation()}
+	if t.TLSCA != "" {
+		opts = append(opts, client.WithTLSClientConfig(t.TLSCA, t.TLSCert, t.TLSKey))
+	}
+	cli, err := client.NewClientWithOpts(opts...)
+	if err != nil {
+		// The files were readable (Validate), so they do not make a valid
+		// TLS setup, e.g. a key that does not belong to the cert.
+		return nil, inputerr.Wrap(err, "dockerTLSKey", t.TLSKey,
+			"give the PEM client cert and key that belong together and the CA that signed the daemon's cert")
+	}
+	return &session{cli: cli, t: t}, nil
+}
+
+func (s *session) close() { s.cli.Close() }
+
+// Validate checks a Target without contacting it, reading the TLS files, so
+// bad input is reported as such (no retry fixes it) and not as an
+// unreachable daemon. Errors are *inputerr.Error on dockerEndpoint,
+// dockerTLSCA, dockerTLSCert or dockerTLSKey.
+func (t Target) Validate() error {
+	fix := "use unix:///var/run/docker.sock or tcp://<master IP>:2376"
+	u, err := url.Parse(t.Endpoint)
+	switch {
+	case t.Endpoint == "":
+		return inputerr.New("dockerEndpoint", "", fix)
+	case err != nil:
+		return inputerr.Wrap(err, "dockerEndpoint", t.Endpoint, fix)
+	case u.Scheme == "unix" && u.Path == "":
+		return inputerr.New("dockerEndpoint", t.Endpoint, "a unix endpoint needs the socket path: "+fix)
+	case u.Scheme == "tcp" && (u.Hostname() == "" || u.Port() == ""):
+		return inputerr.New("dockerEndpoint", t.Endpoint, "a tcp endpoint needs host and port: "+fix)
+	case u.Scheme != "unix" && u.Scheme != "tcp":
+		return inputerr.New("dockerEndpoint", t.Endpoint, fix)
+	}
+	if t.TLSCA == "" && t.TLSCert == "" && t.TLSKey == "" {
+		return nil
+	}
+	if u.Scheme != "tcp" {
+		return inputerr.New("dockerEndpoint", t.Endpoint, "TLS settings need a tcp:// endpoint; drop them for a unix socket")
+	}
+	if t.TLSCA == "" {
+		return inputerr.New("dockerTLSCA", "", "give the PEM CA cert that signed the daemon's cert (Docker's ca.pem)")
+	}
+	if (t.TLSCert == "") != (t.TLSKey == "") {
+		return inputerr.New("dockerTLSCert", t.TLSCert, "give both the client cert and its key (Docker's cert.pem and key.pem), or neither")
+	}
+	for _, f := range []struct{ field, path string }{{"dockerTLSCA", t.TLSCA}, {"dockerTLSCert", t.TLSCert}, {"dockerTLSKey", t.TLSKey}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.ReadFile(f.path); err != nil {
+			return inputerr.Wrap(err, f.field, f.path, "give the path of a readable PEM file on the worker host")
+		}
+	}
+	return nil
+}
+
+// wrap names the master and endpoint in every daemon error, and marks
+// connection failures as *UnreachableError so callers can retry them.
+func (s *session) wrap(err error, doing string) error {
+	if client.IsErrConnectionFailed(err) {
+		return &UnreachableError{Master: s.t.Master, Endpoint: s.t.Endpoint, Err: err}
+	}
+	return fmt.Errorf("%s: Docker at %s: %s: %w", masterName(s.t.Master), s.t.Endpoint, doing, err)
+}
+
+// found is a Container plus what the restarter needs internally.
+type found struct {
+	Container
+	tty bool
+}
+
+func (r *dockerRestarter) Find(ctx context.Context, t Target, etcdCluster string) ([]Container, error) {
+	if err := checkNames(etcdCluster, t.Master); err != nil {
+		return nil, err
+	}
+	s, err := r.connect(t)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	fs, err := s.find(ctx, NamePrefix(etcdCluster, t.Master))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Container, len(fs))
+	for i, f := range fs {
+		out[i] = f.Container
+	}
+	return out, nil
+}
+
+// find lists the containers whose name starts with prefix, running first,
+// then newest first. Docker's name filter is an unanchored regexp, so it
+// only narrows the listing; the prefix check here decides.
+func (s *session) find(ctx context.Context, prefix string) ([]found, error) {
+	list, err := s.cli.ContainerList(ctx, container.ListOptions{
+		All:     true,
+		Filters: filters.NewArgs(filters.Arg("name", regexp.QuoteMeta(prefix))),
+	})
+	if err != nil {
+		return nil, s.wrap(err, "list containers")
+	}
+	var out []found
+	for _, c := range list {
+		name, ok := nameWithPrefix(c.Names, prefix)
+		if !ok {
+			continue
+		}
+		in, err := s.cli.ContainerInspect(ctx, c.ID)
+		if cerrdefs.IsNotFound(err) {
+			continue // removed since the listing (the kubelet collects dead ones)
+		}
+		if err != nil {
+			return nil, s.wrap(err, "inspect container "+name)
+		}
+		out = append(out, toFound(name, in))
+	}
+	slices.SortFunc(out, func(a, b found) int {
+		if a.Running != b.Running {
+			if a.Running {
+				return -1
+			}
+			return 1
+		}
+		if c := b.StartedAt.Compare(a.StartedAt); c != 0 {
+			return c
+		}
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
+	return out, nil
+}
+
+func nameWithPrefix(names []string, prefix string) (string, bool) {
+	for _, n := range names {
+		n = strings.TrimPrefix(n, "/")
+		if strings.HasPrefix(n, prefix) {
+			return n, true
+		}
+	}
+	return "", false
+}
+
+func toFound(name string, in container.InspectResponse) found {
+	f := found{Container: Container{ID: in.ID, Name: name}}
+	if in.ContainerJSONBase != nil {
+		f.RestartCount = in.RestartCount
+		f.Created = parseTime(in.Created)
+		if st := in.State; st != nil {
+			f.State = string(st.Status)
+			// Docker reports a container it is restarting as running, but
+			// no process runs in it yet.
+			f.Running = st.Running && !st.Restarting
+			f.StartedAt = parseTime(st.StartedAt)
+		}
+	}
+	if in.Config != nil {
+		f.tty = in.Config.Tty
+	}
+	return f
+}
+
+// parseTime reads Docker's RFC 3339 times; Docker writes
+// 0001-01-01T00:00:00Z for "never", which parses to the zero time.
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// notFound builds the *NotFoundError, listing every etcd-manager container
+// the daemon has.
+func (s *session) notFound(ctx context.Context, prefix string) error {
+	nf := &NotFoundError{Master: s.t.Master, Endpoint: s.t.Endpoint, Prefix: prefix}
+	all, err := s.find(ctx, "k8s_etcd-manager_")
+	if err != nil {
+		return errors.Join(nf, err)
+	}
+	for _, c := range all {
+		nf.Others = append(nf.Others, c.Name+" ("+c.State+")")
+	}
+	return nf
+}
+
+func (r *dockerRestarter) Restart(ctx context.Context, t Target, etcdCluster string, since time.Time) (Restarted, error) {
+	if err := checkNames(etcdCluster, t.Master); err != nil {
+		return Restarted{}, err
+	}
+	s, err := r.connect(t)
+	if err != nil {
+		return Restarted{}, err
+	}
+	defer s.close()
+	prefix := NamePrefix(etcdCluster, t.Master)
+
+	offset, err := s.clockOffset(ctx)
+	if err != nil {
+		return Restarted{}, err
+	}
+	sinceThere := since.Add(offset)
+
+	cs, err := s.find(ctx, prefix)
+	if err != nil {
+		return Restarted{}, err
+	}
+	if len(cs) == 0 {
+		return Restarted{}, s.notFound(ctx, prefix)
+	}
+	running := slices.DeleteFunc(slices.Clone(cs), func(c found) bool { return !c.Running })
+	if len(running) > 1 {
+		// One etcd-manager per cluster per master: more means the target
+		// reaches several masters (Master "") or the kubelet is mid-change.
+		// Killing them all could take down a quorum; refuse and let the
+		// caller retry or narrow the target.
+		return Restarted{}, fmt.Errorf("%s: %d %s* containers running on Docker at %s (%s); expected one: set the master's node name or retry",
+			masterName(t.Master), len(running), prefix, t.Endpoint, names(running))
+	}
+	if len(running) == 1 && running[0].StartedAt.After(sinceThere) {
+		c := running[0].Container
+		return Restarted{Before: c, After: c, Action: ActionAlreadyRestarted}, nil
+	}
+
+	// Any container running with a StartedAt later than every existing one
+	// is a fresh process: a new one from the kubelet, or the old one
+	// restarted. Comparing the master's times with each other needs no
+	// clock correction.
+	var boundary time.Time
+	for _, c := range cs {
+		boundary = maxTime(boundary, c.StartedAt)
+	}
+	before, killed := cs[0], false
+	if len(running) == 1 {
+		before = running[0]
+		err := s.cli.ContainerKill(ctx, before.ID, "KILL")
+		if err != nil && !cerrdefs.IsConflict(err) { // conflict: it exited by itself meanwhile
+			return Restarted{}, s.wrap(err, "kill "+before.Name)
+		}
+		killed = true
+	}
+	return r.awaitRunning(ctx, s, prefix, before, boundary, killed)
+}
+
+// awaitRunning waits for a container started after boundary to run. After
+// the grace period it starts `before` itself, unless the kubelet has
+// already created a replacement that is still starting: two etcd-managers
+// of one cluster on a master must never run at once.
+func (r *dockerRestarter) awaitRunning(ctx context.Context, s *session, prefix string, before found, boundary time.Time, killed bool) (Restarted, error) {
+	begin := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	startedByUs := false
+	var cs []found
+	var lastErr error
+	for {
+		var err error
+		cs, err = s.find(wctx, prefix)
+		if err != nil {
+			lastErr = err // keep trying: the daemon may be briefly busy
+		} else if c, ok := newestRunningAfter(cs, boundary); ok {
+			action := ActionAlreadyRestarted
+			switch {
+			case startedByUs && c.ID == before.ID:
+				action = ActionStartedByKopsdr
+			case killed:
+				action = ActionKilled
+			}
+			return Restarted{Before: before.Container, After: c.Container, Action: action}, nil
+		} else if !startedByUs && time.Since(begin) >= r.grace && mayStart(cs, before, boundary) {
+			if err := s.cli.ContainerStart(wctx, before.ID, container.StartOptions{}); err != nil {
+				lastErr = s.wrap(err, "start "+before.Name)
+			} else {
+				startedByUs = true
+			}
+		}
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return Restarted{}, ctx.Err()
+			}
+			msg := fmt.Sprintf("%s: no %s* container running on Docker at %s %s after restarting %s (containers: %s)",
+				masterName(s.t.Master), prefix, s.t.Endpoint, r.timeout, before.Name, describe(cs))
+			if lastErr != nil {
+				return Restarted{}, fmt.Errorf("%s: %w", msg, lastErr)
+			}
+			return Restarted{}, errors.New(msg)
+		case <-time.After(r.poll):
+		}
+	}
+}
+
+func newestRunningAfter(cs []found, boundary time.Time) (found, bool) {
+	for _, c := range cs { // running first, newest first
+		if c.Running && c.StartedAt.After(boundary) {
+			return c, true
+		}
+	}
+	return found{}, false
+}
+
+// mayStart reports whether kopsdr may start `before` itself: it has
+// stopped, and nobody created a newer container that is about to run.
+func mayStart(cs []found, before found, boundary time.Time) bool {
+	for _, c := range cs {
+		if c.ID == before.ID && c.Running {
+			return false
+		}
+		if c.ID != before.ID && c.Created.After(boundary) {
+			return false
+		}
+	}
+	return true
+}
+
+// clockOffset is the master's clock minus the worker's, so that `since`
+// (worker clock) can be compared with StartedAt (master clock). A skew of
+// a few seconds matters: a container started just BEFORE the restore
+// command was written must not pass for one started after it.
+func (s *session) clockOffset(ctx context.Context) (time.Duration, error) {
+	t0 := time.Now()
+	info, err := s.cli.Info(ctx)
+	if err != nil {
+		return 0, s.wrap(err, "read daemon info")
+	}
+	t1 := time.Now()
+	there, err := time.Parse(time.RFC3339Nano, info.SystemTime)
+	if err != nil {
+		return 0, nil // old daemon without SystemTime: assume synced clocks
+	}
+	here := t0.Add(t1.Sub(t0) / 2)
+	return there.Sub(here), nil
+}
+
+func (r *dockerRestarter) LogTail(ctx context.Context, t Target, etcdCluster string, lines int) (string, error) {
+	if err := checkNames(etcdCluster, t.Master); err != nil {
+		return "", err
+	}
+	if lines <= 0 {
+		lines = DefaultLogLines
+	}
+	s, err := r.connect(t)
+	if err != nil {
+		return "", err
+	}
+	defer s.close()
+	prefix := NamePrefix(etcdCluster, t.Master)
+	cs, err := s.find(ctx, prefix)
+	if err != nil {
+		return "", err
+	}
+	if len(cs) == 0 {
+		return "", s.notFound(ctx, prefix)
+	}
+	c := cs[0]
+	rc, err := s.cli.ContainerLogs(ctx, c.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(lines)})
+	if err != nil {
+		return "", s.wrap(err, "read logs of "+c.Name)
+	}
+	defer rc.Close()
+	w := &tailBuffer{max: maxLogBytes}
+	if c.tty {
+		_, err = io.Copy(w, rc) // a TTY's output is one raw stream
+	} else {
+		_, err = stdcopy.StdCopy(w, w, rc) // same writer keeps the order
+	}
+	if err != nil {
+		return "", s.wrap(err, "read logs of "+c.Name)
+	}
+	return w.String(), nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	buf bytes.Buffer
+	max int
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(p) > b.max {
+		p = p[len(p)-b.max:]
+	}
+	if over := b.buf.Len() + len(p) - b.max; over > 0 {
+		b.buf.Next(over)
+	}
+	b.buf.Write(p)
+	return n, nil
+}
+
+func (b *tailBuffer) String() string { return b.buf.String() }
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func names(cs []found) string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.Name
+	}
+	return strings.Join(out, ", ")
+}
+
+func describe(cs []found) string {
+	if len(cs) == 0 {
+		return "none"
+	}
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = fmt.Sprintf("%s %s started %s", c.Name, c.State, c.StartedAt.Format(time.RFC3339))
+	}
+	return strings.Join(out, "; ")
+}

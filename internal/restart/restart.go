@@ -1,0 +1,126 @@
+// Package restart restarts the etcd-manager containers on kops masters: the
+// step of the restore runbook that makes etcd-manager read a queued restore
+// command, because it reads commands only when it starts or gains
+// leadership.
+//
+// Restarter is a seam. Docker (NewDocker) serves masters whose kubelet runs
+// containers on Docker; an implementation for containerd (crictl over SSM)
+// can be added behind the same interface.
+package restart
+
+import (
+	"context"
+	"regexp"
+	"time"
+
+	"github.com/kopsdr/kopsdr/internal/inputerr"
+)
+
+// Target is one master's container runtime.
+type Target struct {
+	// Master is the kubelet's node name (on kops/AWS the instance's private
+	// DNS name, e.g. ip-10-0-1-10.ec2.internal). It narrows the match to
+	// that node's containers and names the master in messages; "" matches
+	// any node, which is right when Endpoint reaches a single master.
+	Master string `json:"master,omitempty"`
+	// Endpoint is the Docker daemon: unix:///var/run/docker.sock, or
+	// tcp://10.0.1.10:2376 for a master's daemon reached over the network.
+	Endpoint string `json:"endpoint"`
+	// TLSCA, TLSCert and TLSKey are PEM file paths on the worker for a tcp
+	// endpoint with TLS (Docker's --tlsverify). Paths, not contents, so no
+	// key material ends up in workflow history.
+	TLSCA   string `json:"tlsCA,omitempty"`
+	TLSCert string `json:"tlsCert,omitempty"`
+	TLSKey  string `json:"tlsKey,omitempty"`
+}
+
+// Container is one etcd-manager container as the runtime reports it. Times
+// are on the master's clock.
+type Container struct {
+	ID           string
+	Name         string
+	State        string // e.g. running, exited, created, restarting
+	Created      time.Time
+	StartedAt    time.Time // zero if it never started
+	Running      bool      // running now (a container Docker is restarting is not)
+	RestartCount int       // restarts by the runtime's restart policy
+}
+
+// What Restart did, in Restarted.Action.
+const (
+	// ActionKilled: kopsdr killed the running container and a new process
+	// came up without its help (the kubelet made a new container).
+	ActionKilled = "killed"
+	// ActionAlreadyRestarted: a container started after `since` was already
+	// running (an earlier attempt restarted it, or the kubelet did), or one
+	// came up by itself while none was running; kopsdr killed nothing.
+	ActionAlreadyRestarted = "already-restarted"
+	// ActionStartedByKopsdr: nothing brought a container back within the
+	// grace period (no kubelet, and Docker's restart policies ignore a
+	// kill), so kopsdr started the stopped container itself.
+	ActionStartedByKopsdr = "started-by-kopsdr"
+)
+
+// Restarted reports one Restart. After is the container now running.
+// Before is the one that was running (killed), or the newest stopped one
+// when none was; when a fresh container was already running, nothing
+// changed and Before equals After.
+type Restarted struct {
+	Before, After Container
+	Action        string
+}
+
+// Restarter finds, restarts and reads the logs of one etcd cluster's
+// etcd-manager container on one master. etcdCluster is kops's etcd cluster
+// name: "main" or "events".
+type Restarter interface {
+	// Find returns the containers whose name starts with
+	// NamePrefix(etcdCluster, t.Master): running ones first, then newest
+	// first.
+	Find(ctx context.Context, t Target, etcdCluster string) ([]Container, error)
+
+	// Restart makes a fresh etcd-manager process run, idempotently: if a
+	// matching container that started after since is running, it does
+	// nothing. Otherwise it kills the running container with SIGKILL and
+	// waits (bounded) for a matching container started after the kill; if
+	// none comes within a short grace period it starts the killed container
+	// itself. since is on the worker's clock; it is compared with the
+	// master's clock after correcting for the difference between the two.
+	Restart(ctx context.Context, t Target, etcdCluster string, since time.Time) (Restarted, error)
+
+	// LogTail returns the last lines of the newest matching container's
+	// log (stdout and stderr interleaved as written).
+	LogTail(ctx context.Context, t Target, etcdCluster string, lines int) (string, error)
+}
+
+// namePart is what kops puts into container names: Kubernetes node names
+// and etcd cluster names are DNS names, and "_" separates the parts of a
+// kubelet container name, so it must not occur inside one.
+var namePart = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
+
+// NamePrefix is the prefix of the kubelet's Docker container names for an
+// etcd cluster's etcd-manager, e.g.
+// k8s_etcd-manager_etcd-manager-main-ip-10-0-1-10.ec2.internal_ for master
+// ip-10-0-1-10.ec2.internal. The full name is
+// k8s_etcd-manager_etcd-manager-<cluster>-<node>_kube-system_<pod uid>_<attempt>.
+// The trailing "_" (or "-" when master is "") keeps node ip-10-0-1-1 from
+// matching ip-10-0-1-10, and cluster main from matching mainx.
+func NamePrefix(etcdCluster, master string) string {
+	if master == "" {
+		return "k8s_etcd-manager_etcd-manager-" + etcdCluster + "-"
+	}
+	return "k8s_etcd-manager_etcd-manager-" + etcdCluster + "-" + master + "_"
+}
+
+// checkNames rejects names that could not occur in a kops container name,
+// which would otherwise just match nothing.
+func checkNames(etcdCluster, master string) error {
+	if !namePart.MatchString(etcdCluster) {
+		return inputerr.New("etcdCluster", etcdCluster, `use kops's etcd cluster name: "main" or "events"`)
+	}
+	if master != "" && !namePart.MatchString(master) {
+		return inputerr.New("master", master,
+			"use the master's Kubernetes node name as kubectl get nodes shows it (e.g. ip-10-0-1-10.ec2.internal), or leave it empty")
+	}
+	return nil
+}
