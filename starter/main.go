@@ -53,7 +53,9 @@ Start a worker first (kopsdr-worker, or kopsdr-worker --dev for a local all-in-o
 	}
 	a.conn.Bind(root.PersistentFlags())
 	root.PersistentFlags().StringVarP(&a.output, "output", "o", "text", "output format: text or json")
-	root.AddCommand(a.backupCmd(), a.listBackupsCmd(), a.scheduleCmd())
+	root.AddCommand(a.backupCmd(), a.listBackupsCmd(), a.scheduleCmd(), a.restoreCmd(), a.statusCmd(),
+		a.decideCmd("approve"), a.decideCmd("reject"), a.cleanLeasesCmd(),
+		a.snapshotVolumesCmd(), a.listVolumeSnapshotsCmd())
 	return root
 }
 

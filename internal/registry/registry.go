@@ -6,6 +6,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/kopsdr/kopsdr/activities"
+	"github.com/kopsdr/kopsdr/internal/restart"
 	"github.com/kopsdr/kopsdr/workflows"
 )
 
@@ -14,4 +15,9 @@ func Register(r worker.Registry) {
 	r.RegisterWorkflow(workflows.EtcdBackup)
 	r.RegisterWorkflow(workflows.ClusterBackup)
 	r.RegisterActivity(&activities.Backup{})
+
+	r.RegisterWorkflow(workflows.EtcdManagerRestore)
+	r.RegisterActivity(&activities.Restore{Restarter: restart.NewDocker()})
+
+	RegisterVolumes(r)
 }

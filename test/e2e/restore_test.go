@@ -1,0 +1,275 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/kopsdr/kopsdr/internal/backupstore"
+	"github.com/kopsdr/kopsdr/internal/etcdmanager"
+	"github.com/kopsdr/kopsdr/internal/temporalconn"
+	"github.com/kopsdr/kopsdr/test/masters"
+	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/workflows"
+)
+
+// restoreFixture is a three-master control plane in Docker (etcd-manager
+// stand-ins), seeded, backed up by kopsdr's own backup workflow, then
+// changed, so that a restore has something to undo.
+type restoreFixture struct {
+	tp      *stack.Temporal
+	c       *masters.Cluster
+	backups map[string]string // etcd cluster -> kopsdr backup name
+}
+
+func newRestoreFixture(t *testing.T, worker bool) *restoreFixture {
+	f := &restoreFixture{tp: stack.StartTemporal(t), backups: map[string]string{}}
+	f.c = masters.Start(t, masters.Options{WithAPIServer: true})
+	if worker {
+		f.tp.StartWorker(t)
+	}
+	ctx := stack.Context(t, 3*time.Minute)
+	kvs := map[string]string{}
+	for i := range 30 {
+		kvs[fmt.Sprintf("/registry/configmaps/default/cm-%03d", i)] = fmt.Sprintf(`{"data":{"n":"%d"}}`, i)
+	}
+	f.c.Seed(t, masters.Main, kvs)
+	f.c.Seed(t, masters.Events, map[string]string{"/registry/events/default/ev-1": "e"})
+	f.c.SeedMasterLeases(t, time.Minute, masters.OldMasterIPs...)
+	for _, m := range f.c.Masters { // live apiservers have written their keys
+		require.Eventually(t, func() bool { return f.get(t, ctx, masters.MasterLeaseKey(m.IP)) != nil }, 30*time.Second, 200*time.Millisecond)
+	}
+	if worker {
+		f.backupWithKopsdr(t, ctx)
+	} else {
+		f.backups[masters.Main], f.backups[masters.Events] = f.c.Backup(t, masters.Main), f.c.Backup(t, masters.Events)
+	}
+	// Changes after the backup, which the restore must undo.
+	main := f.c.Client(t, masters.Main)
+	_, err := main.Put(ctx, "/registry/configmaps/default/after-backup", "x")
+	require.NoError(t, err)
+	_, err = main.Delete(ctx, "/registry/configmaps/default/cm-001")
+	require.NoError(t, err)
+	return f
+}
+
+func (f *restoreFixture) backupWithKopsdr(t *testing.T, ctx context.Context) {
+	run, err := f.tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "backup/" + f.c.Name, TaskQueue: temporalconn.TaskQueue},
+		workflows.ClusterBackup, workflows.ClusterBackupInput{
+			Cluster: f.c.Name,
+			Main:    workflows.EtcdTarget{Endpoints: f.c.MainEndpoints, BackupStore: f.c.MainStore},
+			Events:  workflows.EtcdTarget{Endpoints: f.c.EventsEndpoints, BackupStore: f.c.EventsStore},
+			CACert:  f.c.CACert, Cert: f.c.ClientCert, Key: f.c.ClientKey, NoPrune: true,
+		})
+	require.NoError(t, err)
+	var res workflows.ClusterBackupResult
+	require.NoError(t, run.Get(ctx, &res))
+	f.backups[masters.Main], f.backups[masters.Events] = res.Main.Backup, res.Events.Backup
+}
+
+func (f *restoreFixture) input() workflows.EtcdManagerRestoreInput {
+	in := workflows.EtcdManagerRestoreInput{
+		Cluster: f.c.Name,
+		Main:    workflows.RestoreTarget{BackupStore: f.c.MainStore, Endpoints: f.c.MainEndpoints, Backup: f.backups[masters.Main]},
+		Events:  workflows.RestoreTarget{BackupStore: f.c.EventsStore, Endpoints: f.c.EventsEndpoints, Backup: f.backups[masters.Events]},
+		CACert:  f.c.CACert, Cert: f.c.ClientCert, Key: f.c.ClientKey,
+		RestoreTimeout: "3m",
+	}
+	for _, m := range f.c.Masters {
+		in.Masters = append(in.Masters, workflows.MasterInput{Name: m.Node, Docker: f.c.DockerHost, IP: m.IP})
+	}
+	return in
+}
+
+func (f *restoreFixture) start(t *testing.T, ctx context.Context, in workflows.EtcdManagerRestoreInput) client.WorkflowRun {
+	run, err := f.tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.RestoreWorkflowID(f.c.Name), TaskQueue: temporalconn.TaskQueue},
+		workflows.EtcdManagerRestore, in)
+	require.NoError(t, err)
+	return run
+}
+
+func (f *restoreFixture) get(t *testing.T, ctx context.Context, key string) *clientv3.GetResponse {
+	resp, err := f.c.Client(t, masters.Main).Get(ctx, key)
+	if err != nil || resp.Count == 0 {
+		return nil
+	}
+	return resp
+}
+
+// status queries the restore's status.
+func (f *restoreFixture) status(ctx context.Context, run client.WorkflowRun) workflows.RestoreStatus {
+	var st workflows.RestoreStatus
+	if v, err := f.tp.Client.QueryWorkflow(ctx, run.GetID(), run.GetRunID(), workflows.QueryStatus); err == nil {
+		_ = v.Get(&st)
+	}
+	return st
+}
+
+// requireUntouched checks nothing was queued and no container restarted.
+func (f *restoreFixture) requireUntouched(t *testing.T) {
+	t.Helper()
+	ctx := stack.Context(t, time.Minute)
+	for _, ec := range []string{masters.Main, masters.Events} {
+		cmds, err := etcdmanager.ListCommands(ctx, f.c.Store(t, ec))
+		require.NoError(t, err)
+		require.Empty(t, cmds, "no restore command for %s", ec)
+	}
+	for _, m := range f.c.Masters {
+		require.Zero(t, f.c.RestartCount(t, m.MainContainer), m.MainContainer)
+		require.Zero(t, f.c.RestartCount(t, m.EventsContainer), m.EventsContainer)
+	}
+	require.NotNil(t, f.get(t, ctx, "/registry/configmaps/default/after-backup"), "current data still served")
+}
+
+// TestEtcdManagerRestore runs the whole restore with an approval through
+// an Update, and checks data, leases, commands and restarts.
+func TestEtcdManagerRestore(t *testing.T) {
+	f := newRestoreFixture(t, true)
+	ctx := stack.Context(t, 5*time.Minute)
+	run := f.start(t, ctx, f.input())
+
+	require.Eventually(t, func() bool { return f.status(ctx, run).Plan != nil && f.status(ctx, run).Step != "preflight" }, time.Minute, 200*time.Millisecond)
+	st := f.status(ctx, run)
+	require.Contains(t, st.Step, "waiting for approval")
+	require.Len(t, st.Plan.Backups, 2)
+	require.Equal(t, f.backups[masters.Main], st.Plan.Backups[0].Backup)
+	f.requireUntouched(t) // nothing happens before approval
+
+	h, err := f.tp.Client.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{WorkflowID: run.GetID(), RunID: run.GetRunID(),
+		UpdateName: workflows.UpdateApprove, Args: []any{workflows.Approval{By: "alice", Comment: "incident 42"}}, WaitForStage: client.WorkflowUpdateStageCompleted})
+	require.NoError(t, err)
+	require.NoError(t, h.Get(ctx, nil))
+
+	var res workflows.EtcdManagerRestoreResult
+	require.NoError(t, run.Get(ctx, &res))
+	require.Equal(t, "alice", res.ApprovedBy.By)
+	require.NotEmpty(t, res.SafetyBackups[masters.Main])
+
+	// The backup's data is served: the change after it is gone, the delete undone.
+	require.Nil(t, f.get(t, ctx, "/registry/configmaps/default/after-backup"))
+	require.NotNil(t, f.get(t, ctx, "/registry/configmaps/default/cm-001"))
+	// Stale master leases are gone, the live ones are there, one per master.
+	require.ElementsMatch(t, leaseKeys(masters.OldMasterIPs), res.LeasesDeleted)
+	resp, err := f.c.Client(t, masters.Main).Get(ctx, "/registry/masterleases/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	require.NoError(t, err)
+	require.EqualValues(t, len(f.c.Masters), resp.Count)
+	// Exactly one command per cluster, consumed; one restart per container.
+	f.requireCommandsConsumed(t, ctx)
+	for _, m := range f.c.Masters {
+		require.Equal(t, 1, f.c.RestartCount(t, m.MainContainer), m.MainContainer)
+		require.Equal(t, 1, f.c.RestartCount(t, m.EventsContainer), m.EventsContainer)
+	}
+	for _, s := range res.Steps {
+		t.Logf("step %-24s %6.1fs", s.Step, s.Seconds)
+	}
+
+}
+
+func leaseKeys(ips []string) []string {
+	var out []string
+	for _, ip := range ips {
+		out = append(out, masters.MasterLeaseKey(ip))
+	}
+	return out
+}
+
+func (f *restoreFixture) requireCommandsConsumed(t *testing.T, ctx context.Context) {
+	t.Helper()
+	for _, ec := range []string{masters.Main, masters.Events} {
+		cmds, err := etcdmanager.ListCommands(ctx, f.c.Store(t, ec))
+		require.NoError(t, err)
+		require.Empty(t, cmds, ec)
+	}
+}
+
+// TestEtcdManagerRestoreDryRunAndReject: a dry run returns the plan and
+// changes nothing; a rejected restore ends changing nothing.
+func TestEtcdManagerRestoreDryRunAndReject(t *testing.T) {
+	f := newRestoreFixture(t, true)
+	ctx := stack.Context(t, 3*time.Minute)
+	in := f.input()
+	in.DryRun = true
+	var res workflows.EtcdManagerRestoreResult
+	require.NoError(t, f.start(t, ctx, in).Get(ctx, &res))
+	require.True(t, res.DryRun)
+	require.Len(t, res.Plan.Masters, 3)
+	require.Len(t, res.Plan.Masters[0].Containers, 2)
+	require.Contains(t, res.Plan.LeaseRule, "never a live master's key")
+	f.requireUntouched(t)
+
+	run := f.start(t, ctx, f.input())
+	require.Eventually(t, func() bool { return f.status(ctx, run).Plan != nil }, time.Minute, 200*time.Millisecond)
+	// While it waits, a second restore of the same cluster is refused.
+	_, err := f.tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.RestoreWorkflowID(f.c.Name),
+		TaskQueue: temporalconn.TaskQueue, WorkflowExecutionErrorWhenAlreadyStarted: true}, workflows.EtcdManagerRestore, f.input())
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	require.ErrorAs(t, err, &already)
+	require.NoError(t, f.tp.Client.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), workflows.SignalReject, workflows.Approval{By: "bob", Comment: "wrong backup"}))
+	err = run.Get(ctx, nil)
+	var appErr *temporal.ApplicationError
+	require.True(t, errors.As(err, &appErr), "%v", err)
+	require.Equal(t, workflows.ErrTypeRestoreRejected, appErr.Type())
+	require.Contains(t, err.Error(), "bob")
+	f.requireUntouched(t)
+}
+
+// TestEtcdManagerRestorePreflightRefuses: a backup that does not exist, a
+// corrupted backup, a missing cluster spec and an unreachable master each
+// end the restore before anything is written.
+func TestEtcdManagerRestorePreflightRefuses(t *testing.T) {
+	f := newRestoreFixture(t, true)
+	ctx := stack.Context(t, 5*time.Minute)
+	store := f.c.Store(t, masters.Main)
+
+	// A corrupt copy of the real backup: same meta, one data byte flipped.
+	corrupt := "2020-01-01T00:00:00Z-000001"
+	data := readAll(t, ctx, store, f.backups[masters.Main]+"/etcd.backup.gz")
+	data[len(data)/2] ^= 0xff
+	putObject(t, ctx, store, corrupt+"/etcd.backup.gz", data)
+	putObject(t, ctx, store, corrupt+"/_etcd_backup.meta", readAll(t, ctx, store, f.backups[masters.Main]+"/_etcd_backup.meta"))
+
+	cases := []struct {
+		name    string
+		mutate  func(*workflows.EtcdManagerRestoreInput)
+		prepare func()
+		want    string
+	}{
+		{"missing backup", func(in *workflows.EtcdManagerRestoreInput) { in.Main.Backup = "2019-01-01T00:00:00Z-000001" }, nil, "main.backup"},
+		{"corrupt backup", func(in *workflows.EtcdManagerRestoreInput) { in.Main.Backup = corrupt }, nil, "corrupt"},
+		{"unreachable master", func(in *workflows.EtcdManagerRestoreInput) {
+			in.Masters[1].Docker = masters.UnreachableDockerHost(t)
+		}, nil, f.c.Masters[1].Node},
+		{"missing cluster spec", func(in *workflows.EtcdManagerRestoreInput) {}, func() {
+			require.NoError(t, store.Delete(ctx, etcdmanager.ClusterSpecKey))
+		}, "etcd-cluster-spec"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.prepare != nil {
+				tc.prepare()
+			}
+			in := f.input()
+			in.Approve = true
+			tc.mutate(&in)
+			err := f.start(t, ctx, in).Get(ctx, nil)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+			f.requireUntouched(t)
+		})
+	}
+}
+
+func putObject(t *testing.T, ctx context.Context, store backupstore.Store, key string, data []byte) {
+	t.Helper()
+	_, err := store.Put(ctx, key, bytes.NewReader(data), backupstore.PutOptions{})
+	require.NoError(t, err)
+}
