@@ -38,6 +38,7 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 		cron                 string
 		keepAll, hourly, day string
 		paused               bool
+		vs                   *volumeSchedule
 	)
 	cmd := &cobra.Command{
 		Use:   "create --cluster NAME --state-store URL --main-endpoints URL --events-endpoints URL (--every 1h | --cron EXPR)",
@@ -66,7 +67,7 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 			}
 			defer c.Close()
 			id := ScheduleID(in.Cluster)
-			_, err = c.ScheduleClient().Create(cmd.Context(), client.ScheduleOptions{
+			opts := client.ScheduleOptions{
 				ID:            id,
 				Spec:          spec,
 				Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
@@ -78,7 +79,12 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 					Args:      []any{in},
 					TaskQueue: temporalconn.TaskQueue,
 				},
-			})
+			}
+			if vs.enabled {
+				vs.apply(in.Cluster, &opts)
+				id = opts.ID
+			}
+			_, err = c.ScheduleClient().Create(cmd.Context(), opts)
 			if err != nil {
 				return fmt.Errorf("create schedule %s: %w", id, err)
 			}
@@ -103,6 +109,7 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 	f.StringVar(&hourly, "hourly-for", "", "retention: keep the first backup of each hour for this long (default 168h)")
 	f.StringVar(&day, "daily-for", "", "retention: keep the first backup of each day for this long (default 2160h)")
 	f.BoolVar(&paused, "paused", false, "create the schedule paused")
+	vs = a.volumeScheduleFlags(cmd)
 	_ = cmd.MarkFlagRequired("cluster")
 	return cmd
 }

@@ -1,0 +1,134 @@
+// Package kopsspec reads the one part of a kops cluster spec that kopsdr's
+// volume restore must obey: per etcd member, whether its volume is encrypted
+// and with which KMS key. kops keeps the spec in the state store at
+// <state store>/<cluster name>/config as YAML; encryption can only be set
+// when the cluster is created, so a restore must never lose it.
+package kopsspec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/kopsdr/kopsdr/internal/backupstore"
+)
+
+// Errors Read wraps, so callers can tell a missing or bad spec (final) from
+// a store that did not answer (worth retrying).
+var (
+	ErrNoSpec  = errors.New("cluster spec not found")
+	ErrBadSpec = errors.New("cluster spec unusable")
+)
+
+// maxSpecBytes bounds what is read: a cluster spec is a few KiB.
+const maxSpecBytes = 4 << 20
+
+// Member is one etcd member as the cluster spec lists it.
+type Member struct {
+	Name            string `json:"name"`
+	InstanceGroup   string `json:"instanceGroup,omitempty"`
+	EncryptedVolume bool   `json:"encryptedVolume,omitempty"`
+	KMSKeyID        string `json:"kmsKeyId,omitempty"`
+	VolumeType      string `json:"volumeType,omitempty"`
+}
+
+// EtcdCluster is one etcd cluster (main, events) of the spec.
+type EtcdCluster struct {
+	Name    string   `json:"name"`
+	Members []Member `json:"etcdMembers"`
+}
+
+// Spec is the part of a kops Cluster kopsdr reads.
+type Spec struct {
+	ClusterName  string        `json:"clusterName,omitempty"` // metadata.name
+	EtcdClusters []EtcdCluster `json:"etcdClusters"`
+}
+
+// document is the YAML kops writes: a Cluster object (apiVersion
+// kops.k8s.io/v1alpha2, kind Cluster) whose spec holds etcdClusters. Very
+// old state stores hold the spec alone, so etcdClusters is also looked for
+// at the top.
+type document struct {
+	Metadata struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Spec         *Spec         `json:"spec"`
+	EtcdClusters []EtcdCluster `json:"etcdClusters"`
+}
+
+// Parse reads a cluster spec document.
+func Parse(data []byte) (Spec, error) {
+	var doc document
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return Spec{}, fmt.Errorf("cluster spec is not valid YAML: %w", err)
+	}
+	spec := Spec{EtcdClusters: doc.EtcdClusters}
+	if doc.Spec != nil {
+		spec = *doc.Spec
+	}
+	spec.ClusterName = doc.Metadata.Name
+	if len(spec.EtcdClusters) == 0 {
+		return Spec{}, errors.New("cluster spec has no etcdClusters")
+	}
+	for _, ec := range spec.EtcdClusters {
+		if ec.Name == "" {
+			return Spec{}, errors.New("cluster spec has an etcd cluster without a name")
+		}
+		for _, m := range ec.Members {
+			if m.Name == "" {
+				return Spec{}, fmt.Errorf("cluster spec: etcd cluster %s has a member without a name", ec.Name)
+			}
+		}
+	}
+	return spec, nil
+}
+
+// Key is where kops keeps a cluster's spec, relative to the state store.
+func Key(cluster string) string { return cluster + "/config" }
+
+// Read reads and parses <state store>/<cluster>/config. A missing object is
+// ErrNoSpec, a document kopsdr cannot use ErrBadSpec; store errors are
+// returned as the store gave them.
+func Read(ctx context.Context, store backupstore.Store, cluster string) (Spec, error) {
+	rc, err := store.Get(ctx, Key(cluster))
+	if errors.Is(err, backupstore.ErrNotFound) {
+		return Spec{}, fmt.Errorf("%w at %s/%s", ErrNoSpec, store.URL(), Key(cluster))
+	}
+	if err != nil {
+		return Spec{}, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, maxSpecBytes+1))
+	if err != nil {
+		return Spec{}, err
+	}
+	if len(data) > maxSpecBytes {
+		return Spec{}, fmt.Errorf("%w: %s/%s is larger than %d bytes", ErrBadSpec, store.URL(), Key(cluster), maxSpecBytes)
+	}
+	spec, err := Parse(data)
+	if err != nil {
+		return Spec{}, fmt.Errorf("%w: %s/%s: %w", ErrBadSpec, store.URL(), Key(cluster), err)
+	}
+	if spec.ClusterName != "" && spec.ClusterName != cluster {
+		return Spec{}, fmt.Errorf("%w: %s/%s is the spec of cluster %s, not %s", ErrBadSpec, store.URL(), Key(cluster), spec.ClusterName, cluster)
+	}
+	return spec, nil
+}
+
+// Member returns one member of one etcd cluster.
+func (s Spec) Member(etcdCluster, member string) (Member, bool) {
+	for _, ec := range s.EtcdClusters {
+		if ec.Name != etcdCluster {
+			continue
+		}
+		for _, m := range ec.Members {
+			if m.Name == member {
+				return m, true
+			}
+		}
+	}
+	return Member{}, false
+}
