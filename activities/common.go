@@ -104,8 +104,11 @@ func (p *progressCounter) load() UploadProgress {
 	return UploadProgress{RawBytes: p.raw.Load(), GzipBytes: p.gz.Load()}
 }
 
-// heartbeatEvery heartbeats detail() until stop is called. Outside an
-// activity (plain Go callers, benchmarks) it does nothing.
+// heartbeatEvery heartbeats detail() every interval until stop is called,
+// for an activity's whole life, so a killed worker is noticed within the
+// heartbeat timeout even while the activity waits on something else. It
+// does not beat at once: most calls are over before the first beat is due.
+// Outside an activity (plain Go callers, benchmarks) it does nothing.
 func heartbeatEvery(ctx context.Context, every time.Duration, detail func() any) (stop func()) {
 	if !activity.IsActivity(ctx) {
 		return func() {}
@@ -115,13 +118,13 @@ func heartbeatEvery(ctx context.Context, every time.Duration, detail func() any)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			activity.RecordHeartbeat(ctx, detail())
 			select {
 			case <-done:
 				return
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				activity.RecordHeartbeat(ctx, detail())
 			}
 		}
 	}()

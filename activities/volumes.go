@@ -11,7 +11,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
@@ -77,30 +76,10 @@ func ec2Err(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// ebsHeartbeat heartbeats every 2 s for an activity's whole life, so a
-// killed worker is noticed within the heartbeat timeout. Unlike
-// heartbeatEvery it does not beat at once: most EC2 calls are over before
-// the first beat is due.
+// ebsHeartbeat heartbeats every 2 s: EC2 activities have a 10 s heartbeat
+// timeout so a killed worker's work is retried quickly.
 func ebsHeartbeat(ctx context.Context, detail func() any) (stop func()) {
-	if !activity.IsActivity(ctx) {
-		return func() {}
-	}
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(2 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				activity.RecordHeartbeat(ctx, detail())
-			}
-		}
-	}()
-	return func() { close(done) }
+	return heartbeatEvery(ctx, 2*time.Second, detail)
 }
 
 // ebsPoll calls check until it reports done, waiting from 250 ms up to 5 s
