@@ -64,7 +64,7 @@ repeat it for every master. Or find the masters in EC2 with --discover-region an
 				}
 				in.Masters = append(in.Masters, m)
 			}
-			if discover.Region != "" || discover.DockerEndpointTemplate != "" {
+			if discover.Region != "" { // the template has a default: only the region asks for discovery
 				in.Discover = &discover
 			}
 			c, err := a.dial()
@@ -239,7 +239,8 @@ func (a *app) statusCmd() *cobra.Command {
 				if steps, ok := st["steps"].([]any); ok {
 					for _, s := range steps {
 						if m, ok := s.(map[string]any); ok {
-							fmt.Fprintf(w, "  step %-26v %v s\n", m["step"], m["seconds"])
+							secs, _ := m["seconds"].(float64)
+							fmt.Fprintf(w, "  step %-26v %6.1fs\n", m["step"], secs)
 						}
 					}
 				}

@@ -63,11 +63,11 @@ travel through Temporal.`,
 				}
 				defer srv.Stop()
 				conn.Address = srv.Frontend
-				ui := srv.UI
-				if ui == "" {
-					ui = "disabled"
+				ui := "Web UI on " + srv.UI
+				if srv.UI == "" {
+					ui = "Web UI disabled"
 				}
-				fmt.Printf("kopsdr dev: Temporal on %s (namespace %s), Web UI on %s, state in %s\n",
+				fmt.Printf("kopsdr dev: Temporal on %s (namespace %s), %s, state in %s\n",
 					srv.Frontend, conn.Namespace, ui, filepath.Join(dataDir, "temporal.db"))
 			}
 			c, err := conn.Dial(logger)

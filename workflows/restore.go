@@ -595,7 +595,9 @@ func durationOr(field, v string, def time.Duration) (time.Duration, error) {
 func restoreActivityOptions(timeout time.Duration, attempts int32) workflow.ActivityOptions {
 	return workflow.ActivityOptions{
 		StartToCloseTimeout: timeout,
-		HeartbeatTimeout:    time.Minute,
+		// Long steps heartbeat every few seconds; a dead worker's step is
+		// retried elsewhere within this.
+		HeartbeatTimeout: 20 * time.Second,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval: 2 * time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
 			MaximumAttempts:        attempts,
