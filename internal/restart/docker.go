@@ -279,11 +279,15 @@ func (r *dockerRestarter) Restart(ctx context.Context, t Target, etcdCluster str
 	defer s.close()
 	prefix := NamePrefix(etcdCluster, t.Master)
 
-	offset, err := s.clockOffset(ctx)
+	offset, uncertainty, err := s.clockOffset(ctx)
 	if err != nil {
 		return Restarted{}, err
 	}
-	sinceThere := since.Add(offset)
+	// Late by the whole uncertainty of the offset: a container only counts
+	// as restarted when it surely started after `since`. Wrongly taking the
+	// old etcd-manager for a restarted one would leave it never restarted;
+	// a busy daemon answering slowly made that happen.
+	sinceThere := since.Add(offset).Add(uncertainty)
 
 	cs, err := s.find(ctx, prefix)
 	if err != nil {
@@ -398,22 +402,24 @@ func mayStart(cs []found, before found, boundary time.Time) bool {
 }
 
 // clockOffset is the master's clock minus the worker's, so that `since`
-// (worker clock) can be compared with StartedAt (master clock). A skew of
-// a few seconds matters: a container started just BEFORE the restore
-// command was written must not pass for one started after it.
-func (s *session) clockOffset(ctx context.Context) (time.Duration, error) {
+// (worker clock) can be compared with StartedAt (master clock), and how far
+// off that estimate can be (half the round trip of the call that read it).
+// A skew of a few seconds matters: a container started just BEFORE the
+// restore command was written must not pass for one started after it.
+func (s *session) clockOffset(ctx context.Context) (offset, uncertainty time.Duration, err error) {
 	t0 := time.Now()
 	info, err := s.cli.Info(ctx)
 	if err != nil {
-		return 0, s.wrap(err, "read daemon info")
+		return 0, 0, s.wrap(err, "read daemon info")
 	}
 	t1 := time.Now()
+	uncertainty = t1.Sub(t0)/2 + time.Millisecond
 	there, err := time.Parse(time.RFC3339Nano, info.SystemTime)
 	if err != nil {
-		return 0, nil // old daemon without SystemTime: assume synced clocks
+		return 0, uncertainty, nil // old daemon without SystemTime: assume synced clocks
 	}
 	here := t0.Add(t1.Sub(t0) / 2)
-	return there.Sub(here), nil
+	return there.Sub(here), uncertainty, nil
 }
 
 func (r *dockerRestarter) LogTail(ctx context.Context, t Target, etcdCluster string, lines int) (string, error) {
