@@ -273,3 +273,25 @@ func putObject(t *testing.T, ctx context.Context, store backupstore.Store, key s
 	_, err := store.Put(ctx, key, bytes.NewReader(data), backupstore.PutOptions{})
 	require.NoError(t, err)
 }
+
+// TestEtcdManagerRestoreTimeoutShowsLogs: when etcd-manager does not finish
+// in time, the error carries the tail of each etcd-manager container's log.
+func TestEtcdManagerRestoreTimeoutShowsLogs(t *testing.T) {
+	f := &restoreFixture{tp: stack.StartTemporal(t), backups: map[string]string{}}
+	// etcd-manager takes a minute to start the restore: longer than allowed.
+	f.c = masters.Start(t, masters.Options{WithAPIServer: true, RestoreDelay: time.Minute})
+	f.tp.StartWorker(t)
+	f.backups[masters.Main], f.backups[masters.Events] = f.c.Backup(t, masters.Main), f.c.Backup(t, masters.Events)
+	ctx := stack.Context(t, 3*time.Minute)
+	in := f.input()
+	in.Approve, in.NoSafetyBackup, in.RestoreTimeout = true, true, "10s"
+	err := f.start(t, ctx, in).Get(ctx, nil)
+	var appErr *temporal.ApplicationError
+	require.True(t, errors.As(err, &appErr), "%v", err)
+	require.Equal(t, "RestoreTimeout", appErr.Type())
+	require.Contains(t, err.Error(), "not consumed yet")
+	for _, m := range f.c.Masters {
+		require.Contains(t, err.Error(), m.Node+" etcd-manager-main (last lines)")
+	}
+	require.Contains(t, err.Error(), "serving the old data", "the log tail is the stand-in's own log")
+}
