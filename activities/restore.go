@@ -108,7 +108,7 @@ func (a *Restore) Preflight(ctx context.Context, in PreflightInput) (PreflightRe
 				}
 			}
 			if len(mf.Containers[c.EtcdCluster]) == 0 {
-				return res, preflightFail(fmt.Sprintf("master %s (%s) runs no etcd-manager-%s container", name(t), t.Endpoint, c.EtcdCluster),
+				return res, preflightFail(fmt.Sprintf("master %s (%s) runs no etcd-manager-%s container", t.Name(), t.Endpoint, c.EtcdCluster),
 					"check the Docker endpoint points at that master and that etcd-manager runs there")
 			}
 		}
@@ -237,13 +237,6 @@ func preflightFail(msg, fix string) error {
 	return temporal.NewNonRetryableApplicationError(msg+" (fix: "+fix+")", ErrTypePreflight, nil)
 }
 
-func name(t restart.Target) string {
-	if t.Master != "" {
-		return t.Master
-	}
-	return t.Endpoint
-}
-
 // masterErr keeps an unreachable daemon retryable (it may be rebooting)
 // and names the master; bad input is final.
 func masterErr(t restart.Target, err error) error {
@@ -256,9 +249,9 @@ func masterErr(t restart.Target, err error) error {
 	}
 	var ue *restart.UnreachableError
 	if errors.As(err, &ue) {
-		return temporal.NewApplicationErrorWithCause(fmt.Sprintf("master %s: Docker at %s does not answer: %v", name(t), t.Endpoint, err), ErrTypeMasterDown, err)
+		return temporal.NewApplicationErrorWithCause(fmt.Sprintf("master %s: Docker at %s does not answer: %v", t.Name(), t.Endpoint, err), ErrTypeMasterDown, err)
 	}
-	return fmt.Errorf("master %s: %w", name(t), err)
+	return fmt.Errorf("master %s: %w", t.Name(), err)
 }
 
 // CommandInput asks for one restore command.
@@ -342,7 +335,7 @@ func (a *Restore) RestartEtcdManagers(ctx context.Context, in RestartInput) (Res
 				if err != nil {
 					err = masterErr(t, err)
 				}
-				out <- outcome{name(t), r, err}
+				out <- outcome{t.Name(), r, err}
 			}()
 		}
 	}
@@ -460,10 +453,10 @@ func (a *Restore) logTails(ctx context.Context, in WaitInput) string {
 	for _, t := range in.Masters {
 		tail, err := a.Restarter.LogTail(ctx, t, in.EtcdCluster, 30)
 		if err != nil {
-			fmt.Fprintf(&b, "--- %s etcd-manager-%s: no log: %v\n", name(t), in.EtcdCluster, err)
+			fmt.Fprintf(&b, "--- %s etcd-manager-%s: no log: %v\n", t.Name(), in.EtcdCluster, err)
 			continue
 		}
-		fmt.Fprintf(&b, "--- %s etcd-manager-%s (last lines):\n%s\n", name(t), in.EtcdCluster, tail)
+		fmt.Fprintf(&b, "--- %s etcd-manager-%s (last lines):\n%s\n", t.Name(), in.EtcdCluster, tail)
 	}
 	return b.String()
 }

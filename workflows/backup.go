@@ -16,11 +16,17 @@ import (
 // EtcdBackupInput backs up one etcd cluster (main or events) of one kops
 // cluster. Only file paths on the worker travel here, never key material.
 type EtcdBackupInput struct {
-	Cluster     string     `json:"cluster"`
-	EtcdCluster string     `json:"etcdCluster"`           // main | events
-	StateStore  string     `json:"stateStore,omitempty"`  // kops state store; the backup store is <stateStore>/<cluster>/backups/etcd/<etcdCluster>
-	BackupStore string     `json:"backupStore,omitempty"` // or the backup store itself
-	Endpoints   []string   `json:"endpoints"`
+	Cluster     string   `json:"cluster"`
+	EtcdCluster string   `json:"etcdCluster"`           // main | events
+	StateStore  string   `json:"stateStore,omitempty"`  // kops state store; the backup store is <stateStore>/<cluster>/backups/etcd/<etcdCluster>
+	BackupStore string   `json:"backupStore,omitempty"` // or the backup store itself
+	Endpoints   []string `json:"endpoints"`
+	BackupOptions
+}
+
+// BackupOptions are the settings a backup of main and one of events share.
+// Embedded, their fields stay at the top level of the JSON input.
+type BackupOptions struct {
 	CACert      string     `json:"cacert,omitempty"`
 	Cert        string     `json:"cert,omitempty"`
 	Key         string     `json:"key,omitempty"`
@@ -174,19 +180,14 @@ func (r *Retention) policy() (etcdmanager.RetentionPolicy, error) {
 	if r == nil {
 		return p, nil
 	}
-	for _, f := range []struct {
-		name string
-		val  string
-		dst  *time.Duration
-	}{{"retention.keepAllFor", r.KeepAllFor, &p.KeepAllFor}, {"retention.hourlyFor", r.HourlyFor, &p.HourlyFor}, {"retention.dailyFor", r.DailyFor, &p.DailyFor}} {
-		if f.val == "" {
-			continue
+	for _, err := range []error{
+		setDuration("retention.keepAllFor", r.KeepAllFor, &p.KeepAllFor),
+		setDuration("retention.hourlyFor", r.HourlyFor, &p.HourlyFor),
+		setDuration("retention.dailyFor", r.DailyFor, &p.DailyFor),
+	} {
+		if err != nil {
+			return p, err
 		}
-		d, err := time.ParseDuration(f.val)
-		if err != nil || d < 0 {
-			return p, invalid(f.name, f.val, `use a Go duration such as "1h", "168h" or "2160h"`)
-		}
-		*f.dst = d
 	}
 	return p, nil
 }
@@ -228,7 +229,5 @@ func BackupStoreFor(stateStore, backupStore, cluster, etcdCluster string) (strin
 	if stateStore == "" {
 		return "", invalid("stateStore", "", "give the kops state store (as in KOPS_STATE_STORE, e.g. s3://my.clusters) or backupStore (e.g. s3://my.clusters/test.my.clusters/backups/etcd/main)")
 	}
-	return fmt.Sprintf("%s/%s/backups/etcd/%s", trimSlash(stateStore), cluster, etcdCluster), nil
+	return fmt.Sprintf("%s/%s/backups/etcd/%s", strings.TrimRight(stateStore, "/"), cluster, etcdCluster), nil
 }
-
-func trimSlash(s string) string { return strings.TrimRight(s, "/") }

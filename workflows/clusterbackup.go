@@ -7,18 +7,11 @@ import (
 // ClusterBackupInput backs up main and events of one kops cluster. It is the
 // input the backup schedule uses.
 type ClusterBackupInput struct {
-	Cluster     string     `json:"cluster"`
-	StateStore  string     `json:"stateStore,omitempty"`
-	Main        EtcdTarget `json:"main"`
-	Events      EtcdTarget `json:"events"`
-	CACert      string     `json:"cacert,omitempty"`
-	Cert        string     `json:"cert,omitempty"`
-	Key         string     `json:"key,omitempty"`
-	SSEKMSKeyID string     `json:"sseKmsKeyId,omitempty"`
-	Retention   *Retention `json:"retention,omitempty"`
-	NoPrune     bool       `json:"noPrune,omitempty"`
-	PruneDryRun bool       `json:"pruneDryRun,omitempty"`
-	MaxAttempts int32      `json:"maxAttempts,omitempty"`
+	Cluster    string     `json:"cluster"`
+	StateStore string     `json:"stateStore,omitempty"`
+	Main       EtcdTarget `json:"main"`
+	Events     EtcdTarget `json:"events"`
+	BackupOptions
 }
 
 // EtcdTarget is where one etcd cluster answers and, optionally, its store.
@@ -41,8 +34,7 @@ func (in ClusterBackupInput) ForEtcd(etcdCluster string) EtcdBackupInput {
 	}
 	return EtcdBackupInput{
 		Cluster: in.Cluster, EtcdCluster: etcdCluster, StateStore: in.StateStore, BackupStore: t.BackupStore,
-		Endpoints: t.Endpoints, CACert: in.CACert, Cert: in.Cert, Key: in.Key, SSEKMSKeyID: in.SSEKMSKeyID,
-		Retention: in.Retention, NoPrune: in.NoPrune, PruneDryRun: in.PruneDryRun, MaxAttempts: in.MaxAttempts,
+		Endpoints: t.Endpoints, BackupOptions: in.BackupOptions,
 	}
 }
 

@@ -5,6 +5,7 @@ package workflows
 
 import (
 	"regexp"
+	"time"
 
 	"go.temporal.io/sdk/temporal"
 
@@ -23,6 +24,20 @@ func invalidInput(err error) error {
 			map[string]string{"field": ie.Field, "value": ie.Value, "fix": ie.Fix})
 	}
 	return err
+}
+
+// setDuration sets *dst from a Go duration such as "30m" or "168h",
+// leaving the default in *dst when val is empty.
+func setDuration(field, val string, dst *time.Duration) error {
+	if val == "" {
+		return nil
+	}
+	d, err := time.ParseDuration(val)
+	if err != nil || d < 0 {
+		return invalid(field, val, `use a Go duration such as "30m", "24h" or "168h"`)
+	}
+	*dst = d
+	return nil
 }
 
 // kops cluster names are DNS names.

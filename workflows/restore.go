@@ -265,7 +265,7 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 		done()
 	}
 	for _, t := range r.targets {
-		r.status.Masters[masterName(t)] = "found"
+		r.status.Masters[t.Name()] = "found"
 	}
 
 	// 1. Pre-flight: changes nothing.
@@ -468,7 +468,7 @@ func (r *restoreRun) safetyBackup(ctx workflow.Context, pre activities.Preflight
 		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{WorkflowID: id + "/safety-backup/" + c.EtcdCluster})
 		futures[c.EtcdCluster] = workflow.ExecuteChildWorkflow(cctx, EtcdBackup, EtcdBackupInput{
 			Cluster: r.in.Cluster, EtcdCluster: c.EtcdCluster, BackupStore: c.Store, Endpoints: e.Endpoints,
-			CACert: e.CACert, Cert: e.Cert, Key: e.Key, NoPrune: true, MaxAttempts: 3,
+			BackupOptions: BackupOptions{CACert: e.CACert, Cert: e.Cert, Key: e.Key, NoPrune: true, MaxAttempts: 3},
 		})
 	}
 	for _, ec := range EtcdClusters {
@@ -499,7 +499,7 @@ func (r *restoreRun) restartAll(ctx workflow.Context) error {
 			NonRetryableErrorTypes: []string{activities.ErrTypeInvalidInput, activities.ErrTypePreflight}},
 	})
 	for _, t := range r.targets {
-		r.status.Masters[masterName(t)] = "restarting"
+		r.status.Masters[t.Name()] = "restarting"
 	}
 	var rs activities.RestartResult
 	err := workflow.ExecuteActivity(rctx, a.RestartEtcdManagers, activities.RestartInput{
@@ -510,10 +510,10 @@ func (r *restoreRun) restartAll(ctx workflow.Context) error {
 		_ = appErr.Details(&rs)
 	}
 	for _, t := range r.targets {
-		if msg, failed := rs.Failed[masterName(t)]; failed {
-			r.status.Masters[masterName(t)] = "failed: " + msg
+		if msg, failed := rs.Failed[t.Name()]; failed {
+			r.status.Masters[t.Name()] = "failed: " + msg
 		} else if err == nil {
-			r.status.Masters[masterName(t)] = "restarted"
+			r.status.Masters[t.Name()] = "restarted"
 		}
 	}
 	r.res.Restarts = rs.Restarted
@@ -521,13 +521,6 @@ func (r *restoreRun) restartAll(ctx workflow.Context) error {
 		return fmt.Errorf("could not restart etcd-manager on every master: %w", err)
 	}
 	return nil
-}
-
-func masterName(t restart.Target) string {
-	if t.Master != "" {
-		return t.Master
-	}
-	return t.Endpoint
 }
 
 // resolve checks the input (pure checks; files and endpoints are checked by
@@ -571,25 +564,11 @@ func (r *restoreRun) resolve(ctx workflow.Context) error {
 	if !in.NoLeaseCleanup && in.Discover == nil && len(r.live) == 0 {
 		return invalid("liveMasterIPs", "", `list the live masters' IPs (or give each master an "ip"), or set "noLeaseCleanup": true`)
 	}
-	var err error
-	if r.approvalWait, err = durationOr("approvalTimeout", in.ApprovalTimeout, 24*time.Hour); err != nil {
+	r.approvalWait, r.restoreWait = 24*time.Hour, 15*time.Minute
+	if err := setDuration("approvalTimeout", in.ApprovalTimeout, &r.approvalWait); err != nil {
 		return err
 	}
-	if r.restoreWait, err = durationOr("restoreTimeout", in.RestoreTimeout, 15*time.Minute); err != nil {
-		return err
-	}
-	return nil
-}
-
-func durationOr(field, v string, def time.Duration) (time.Duration, error) {
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return 0, invalid(field, v, `use a Go duration such as "30m" or "24h"`)
-	}
-	return d, nil
+	return setDuration("restoreTimeout", in.RestoreTimeout, &r.restoreWait)
 }
 
 func restoreActivityOptions(timeout time.Duration, attempts int32) workflow.ActivityOptions {

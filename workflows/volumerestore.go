@@ -571,12 +571,12 @@ func (r *volumeRestore) resolve() (volumeSelection, time.Duration, time.Duration
 		return s, 0, 0, invalid("oldVolumes", in.OldVolumes, `use "untag" (keep them, without kops tags) or "delete" (once detached)`)
 	}
 	approval := 24 * time.Hour
-	if err := volumeDuration("approvalTimeout", in.ApprovalTimeout, &approval); err != nil {
+	if err := setDuration("approvalTimeout", in.ApprovalTimeout, &approval); err != nil {
 		return s, 0, 0, err
 	}
 	verify := 15 * time.Minute
 	if v := in.Verify; v != nil {
-		if err := volumeDuration("verify.timeout", v.Timeout, &verify); err != nil {
+		if err := setDuration("verify.timeout", v.Timeout, &verify); err != nil {
 			return s, 0, 0, err
 		}
 		r.verify = map[string]etcdconn.Config{}

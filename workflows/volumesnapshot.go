@@ -195,31 +195,18 @@ func (in VolumeSnapshotInput) resolve() ([]string, ebs.RetentionPolicy, time.Dur
 		if r.KeepLast > 0 {
 			p.KeepLast = r.KeepLast
 		}
-		if err := volumeDuration("retention.hourlyFor", r.HourlyFor, &p.HourlyFor); err != nil {
+		if err := setDuration("retention.hourlyFor", r.HourlyFor, &p.HourlyFor); err != nil {
 			return nil, p, 0, err
 		}
-		if err := volumeDuration("retention.dailyFor", r.DailyFor, &p.DailyFor); err != nil {
+		if err := setDuration("retention.dailyFor", r.DailyFor, &p.DailyFor); err != nil {
 			return nil, p, 0, err
 		}
 	}
 	wait := 6 * time.Hour
-	if err := volumeDuration("waitTimeout", in.WaitTimeout, &wait); err != nil {
+	if err := setDuration("waitTimeout", in.WaitTimeout, &wait); err != nil {
 		return nil, p, 0, err
 	}
 	return ecs, p, wait, nil
-}
-
-// volumeDuration sets *dst from a Go duration, leaving it alone when empty.
-func volumeDuration(field, val string, dst *time.Duration) error {
-	if val == "" {
-		return nil
-	}
-	d, err := time.ParseDuration(val)
-	if err != nil || d < 0 {
-		return invalid(field, val, `use a Go duration such as "30m", "24h" or "168h"`)
-	}
-	*dst = d
-	return nil
 }
 
 // AWS region names: us-east-1, eu-central-1, us-gov-west-1, cn-north-1.

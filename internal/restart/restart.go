@@ -34,6 +34,15 @@ type Target struct {
 	TLSKey  string `json:"tlsKey,omitempty"`
 }
 
+// Name is how messages and status name the master: its node name, or its
+// endpoint when the node name is not given.
+func (t Target) Name() string {
+	if t.Master != "" {
+		return t.Master
+	}
+	return t.Endpoint
+}
+
 // Container is one etcd-manager container as the runtime reports it. Times
 // are on the master's clock.
 type Container struct {

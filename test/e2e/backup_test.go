@@ -21,6 +21,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
+	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/internal/snapshot"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
@@ -56,10 +57,15 @@ func (k *kopsCluster) backupInput(stateStore string) workflows.ClusterBackupInpu
 	c := k.main.ConnConfig()
 	return workflows.ClusterBackupInput{
 		Cluster: k.name, StateStore: stateStore,
-		Main:   workflows.EtcdTarget{Endpoints: k.main.Endpoints},
-		Events: workflows.EtcdTarget{Endpoints: k.events.Endpoints},
-		CACert: c.CACert, Cert: c.Cert, Key: c.Key,
+		Main:          workflows.EtcdTarget{Endpoints: k.main.Endpoints},
+		Events:        workflows.EtcdTarget{Endpoints: k.events.Endpoints},
+		BackupOptions: tlsOf(c),
 	}
+}
+
+// tlsOf is the etcd TLS part of a backup input.
+func tlsOf(c etcdconn.Config) workflows.BackupOptions {
+	return workflows.BackupOptions{CACert: c.CACert, Cert: c.Cert, Key: c.Key}
 }
 
 func TestClusterBackupWritesEtcdManagerFormat(t *testing.T) {

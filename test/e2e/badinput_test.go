@@ -27,7 +27,7 @@ func TestBackupBadInput(t *testing.T) {
 	s3.Setenv(t)
 	etcd := etcdtest.Start(t, 1)
 	good := workflows.EtcdBackupInput{Cluster: "c.example.com", EtcdCluster: "main", StateStore: "s3://" + bucket,
-		Endpoints: etcd.Endpoints, CACert: etcd.CACert, Cert: etcd.ClientCert, Key: etcd.ClientKey}
+		Endpoints: etcd.Endpoints, BackupOptions: tlsOf(etcd.ConnConfig())}
 
 	cases := []struct {
 		name    string
@@ -83,7 +83,7 @@ func TestBackupDeniedBucket(t *testing.T) {
 	store := "s3://" + bucket + "/c/backups/etcd/main"
 	run, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: temporalconn.TaskQueue}, workflows.EtcdBackup,
 		workflows.EtcdBackupInput{Cluster: "c", EtcdCluster: "main", BackupStore: store, Endpoints: etcd.Endpoints,
-			CACert: etcd.CACert, Cert: etcd.ClientCert, Key: etcd.ClientKey})
+			BackupOptions: tlsOf(etcd.ConnConfig())})
 	require.NoError(t, err)
 	err = run.Get(ctx, nil)
 	var appErr *temporal.ApplicationError

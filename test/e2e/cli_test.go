@@ -126,7 +126,7 @@ func TestWorkerKilledMidUpload(t *testing.T) {
 	w1.WaitOutput(t, "kopsdr worker started", time.Minute)
 	store := "s3://" + bucket + "/c/backups/etcd/main"
 	in := workflows.EtcdBackupInput{Cluster: "c", EtcdCluster: "main", BackupStore: store, Endpoints: etcd.Endpoints,
-		CACert: etcd.CACert, Cert: etcd.ClientCert, Key: etcd.ClientKey}
+		BackupOptions: tlsOf(etcd.ConnConfig())}
 	run, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "backup/c/main/kill", TaskQueue: temporalconn.TaskQueue}, workflows.EtcdBackup, in)
 	require.NoError(t, err)
 

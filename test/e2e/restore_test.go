@@ -65,10 +65,10 @@ func newRestoreFixture(t *testing.T, worker bool) *restoreFixture {
 func (f *restoreFixture) backupWithKopsdr(t *testing.T, ctx context.Context) {
 	run, err := f.tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "backup/" + f.c.Name, TaskQueue: temporalconn.TaskQueue},
 		workflows.ClusterBackup, workflows.ClusterBackupInput{
-			Cluster: f.c.Name,
-			Main:    workflows.EtcdTarget{Endpoints: f.c.MainEndpoints, BackupStore: f.c.MainStore},
-			Events:  workflows.EtcdTarget{Endpoints: f.c.EventsEndpoints, BackupStore: f.c.EventsStore},
-			CACert:  f.c.CACert, Cert: f.c.ClientCert, Key: f.c.ClientKey, NoPrune: true,
+			Cluster:       f.c.Name,
+			Main:          workflows.EtcdTarget{Endpoints: f.c.MainEndpoints, BackupStore: f.c.MainStore},
+			Events:        workflows.EtcdTarget{Endpoints: f.c.EventsEndpoints, BackupStore: f.c.EventsStore},
+			BackupOptions: workflows.BackupOptions{CACert: f.c.CACert, Cert: f.c.ClientCert, Key: f.c.ClientKey, NoPrune: true},
 		})
 	require.NoError(t, err)
 	var res workflows.ClusterBackupResult
