@@ -152,7 +152,10 @@ func TestEtcdManagerRestore(t *testing.T) {
 	var res workflows.EtcdManagerRestoreResult
 	require.NoError(t, run.Get(ctx, &res))
 	require.Equal(t, "alice", res.ApprovedBy.By)
-	require.NotEmpty(t, res.SafetyBackups[masters.Main])
+	for _, ec := range []string{masters.Main, masters.Events} { // a real backup, not "skipped"
+		_, _, ok := etcdmanager.ParseBackupName(res.SafetyBackups[ec])
+		require.True(t, ok, "safety backup of %s: %q", ec, res.SafetyBackups[ec])
+	}
 
 	// The backup's data is served: the change after it is gone, the delete undone.
 	require.Nil(t, f.get(t, ctx, "/registry/configmaps/default/after-backup"))
