@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -285,9 +284,7 @@ func (a *Backup) DiscardIncomplete(ctx context.Context, in DiscardInput) (int, e
 	}
 	keys := make([]string, 0, len(objs))
 	for _, o := range objs {
-		if strings.HasPrefix(o.Key, in.Name+"/") {
-			keys = append(keys, o.Key)
-		}
+		keys = append(keys, o.Key)
 	}
 	return len(keys), storeErr(in.Store, store.Delete(ctx, keys...))
 }
