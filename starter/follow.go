@@ -9,6 +9,8 @@ import (
 
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
+
+	"github.com/kopsdr/kopsdr/workflows"
 )
 
 // follow prints a workflow's progress (current step and the heartbeat of its
@@ -39,7 +41,7 @@ func follow(ctx context.Context, c client.Client, run client.WorkflowRun, res an
 // step and the newest heartbeat of each running activity.
 func progressLine(ctx context.Context, c client.Client, id, runID string) string {
 	line := ""
-	if v, err := c.QueryWorkflow(ctx, id, runID, "status"); err == nil {
+	if v, err := c.QueryWorkflow(ctx, id, runID, workflows.QueryStatus); err == nil {
 		var st map[string]any
 		if v.Get(&st) == nil {
 			if step, ok := st["step"].(string); ok {

@@ -127,6 +127,9 @@ func child() int {
 		return 2
 	}
 	store := os.Getenv("KOPSDR_BENCH_STORE")
+	// KOPSDR_BENCH_CPUPROFILE=/tmp/cpu writes /tmp/cpu.stream and
+	// /tmp/cpu.sequential, for `go tool pprof` (how gzip was found to be the
+	// bottleneck).
 	if p := os.Getenv("KOPSDR_BENCH_CPUPROFILE"); p != "" {
 		f, err := os.Create(p + "." + mode)
 		if err == nil && pprof.StartCPUProfile(f) == nil {
