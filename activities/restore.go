@@ -8,6 +8,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -470,61 +471,38 @@ type LeaseInput struct {
 }
 
 // LeaseResult lists what was found and deleted.
-type LeaseResult struct {
-	Plan    leases.Plan `json:"plan"`
-	Deleted []string    `json:"deleted"`
-}
+type LeaseResult = leases.CleanResult
 
 // CleanMasterLeases deletes /registry/masterleases/<ip> of every IP that is
 // not a live master (never a live master's, never the last one), then waits
-// until exactly the live masters' keys are there.
+// until exactly the live masters' keys are there: leases.Clean, the flow
+// `kopsdr clean-leases` runs too.
 func (a *Restore) CleanMasterLeases(ctx context.Context, in LeaseInput) (LeaseResult, error) {
 	cli, err := etcdconn.New(ctx, in.Etcd)
 	if err != nil {
 		return LeaseResult{}, etcdErr(in.Etcd, err)
 	}
 	defer cli.Close()
-	// Right after a restore no key may belong to a live master yet: their
-	// apiservers rewrite their own within ~10 s. Until one does, stale and
-	// live keys cannot be told apart, so wait rather than guess.
-	deadline := time.Now().Add(max(in.WaitRenew, 30*time.Second))
-	var plan leases.Plan
-	for {
-		keys, err := leases.List(ctx, cli)
-		if err != nil {
-			return LeaseResult{}, etcdErr(in.Etcd, err)
-		}
-		plan, err = leases.Decide(keys, in.Live)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, leases.ErrNoLiveKey) || time.Now().After(deadline) {
-			return LeaseResult{}, nonRetryable(err)
-		}
-		activity.RecordHeartbeat(ctx, "waiting for a live apiserver's lease key")
-		select {
-		case <-ctx.Done():
-			return LeaseResult{}, ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
-	res := LeaseResult{Plan: plan, Deleted: []string{}}
-	if in.DryRun {
+	var mu sync.Mutex
+	state := "listing master leases"
+	stop := heartbeatEvery(ctx, 5*time.Second, func() any { mu.Lock(); defer mu.Unlock(); return state })
+	defer stop()
+	res, err := leases.Clean(ctx, cli, in.Live, leases.CleanOptions{
+		DryRun: in.DryRun, WaitLive: 30 * time.Second, WaitRenewed: in.WaitRenew,
+		Progress: func(s string) { mu.Lock(); state = s; mu.Unlock() },
+	})
+	switch {
+	case err == nil:
 		return res, nil
+	case errors.Is(err, leases.ErrNotRenewed):
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), "LeasesNotRenewed", err)
+	case errors.Is(err, leases.ErrNoLiveKey):
+		return res, nonRetryable(err)
 	}
-	if res.Deleted, err = leases.Apply(ctx, cli, plan); err != nil {
-		return res, etcdErr(in.Etcd, err)
+	if _, bad := inputerr.As(err); bad {
+		return res, nonRetryable(err)
 	}
-	if in.WaitRenew > 0 {
-		wctx, cancel := context.WithTimeout(ctx, in.WaitRenew)
-		defer cancel()
-		stop := heartbeatEvery(ctx, 5*time.Second, func() any { return "waiting for live apiservers to renew their leases" })
-		defer stop()
-		if err := leases.WaitRenewed(wctx, cli, in.Live, time.Second); err != nil {
-			return res, temporal.NewNonRetryableApplicationError("master leases after clean-up: "+err.Error(), "LeasesNotRenewed", err)
-		}
-	}
-	return res, nil
+	return res, etcdErr(in.Etcd, err)
 }
 
 // DiscoverInput finds the masters from EC2.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -12,8 +13,8 @@ import (
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
-	"github.com/kopsdr/kopsdr/internal/temporalconn"
-	"github.com/kopsdr/kopsdr/workflows"
+	"github.com/kopsdr/kopsdr/internal/storeurl"
+	"github.com/kopsdr/kopsdr/workflows/api"
 )
 
 // etcdFlags are the etcdctl-style connection flags.
@@ -35,13 +36,13 @@ type storeFlags struct {
 }
 
 func (f *storeFlags) bind(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.backupStore, "backup-store", "", "backup store URL, e.g. s3://my.clusters/test.my.clusters/backups/etcd/main or file:///path")
-	cmd.Flags().StringVar(&f.stateStore, "state-store", os.Getenv("KOPS_STATE_STORE"), "kops state store (env KOPS_STATE_STORE); the backup store is <state-store>/<cluster>/backups/etcd/<etcd>")
+	cmd.Flags().StringVar(&f.backupStore, "backup-store", "", "backup store URL, e.g. s3://my.clusters/test.my.clusters/backups/etcd/main or file:///path (not with --state-store)")
+	bindStateStore(cmd, &f.stateStore, "kops state store; the backup store is <state-store>/<cluster>/backups/etcd/<etcd>", "backup-store")
 }
 
 func (a *app) backupCmd() *cobra.Command {
 	var (
-		in   workflows.EtcdBackupInput
+		in   api.EtcdBackupInput
 		ef   etcdFlags
 		sf   storeFlags
 		wait bool
@@ -56,31 +57,34 @@ func (a *app) backupCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			in.Endpoints, in.CACert, in.Cert, in.Key = ef.endpoints, ef.cacert, ef.cert, ef.key
 			in.BackupStore, in.StateStore = sf.backupStore, sf.stateStore
+			if err := in.Validate(); err != nil {
+				return err
+			}
+			if err := sf.checkLocal(); err != nil {
+				return err
+			}
 			c, err := a.dial()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			id := fmt.Sprintf("backup/%s/%s/%s", in.Cluster, in.EtcdCluster, time.Now().UTC().Format("20060102T150405Z"))
 			run, err := c.ExecuteWorkflow(cmd.Context(), client.StartWorkflowOptions{
-				ID: id, TaskQueue: temporalconn.TaskQueue,
-			}, workflows.EtcdBackup, in)
+				ID: api.BackupWorkflowID(in.Cluster, in.EtcdCluster, time.Now()), TaskQueue: api.TaskQueue,
+			}, api.WorkflowEtcdBackup, in)
 			if err != nil {
 				return fmt.Errorf("start backup: %w", err)
 			}
 			if !wait {
-				return a.print(map[string]string{"workflowId": run.GetID(), "runId": run.GetRunID()}, func(w io.Writer) {
-					fmt.Fprintf(w, "started %s (follow it with: kopsdr status %s)\n", run.GetID(), run.GetID())
-				})
+				return a.started(run)
 			}
-			var res workflows.EtcdBackupResult
+			var res api.EtcdBackupResult
 			if err := follow(cmd.Context(), c, run, &res, cmd.ErrOrStderr()); err != nil {
 				return err
 			}
 			return a.print(res, func(w io.Writer) { fmt.Fprintln(w, res.Backup) })
 		},
 	}
-	cmd.Flags().StringVar(&in.Cluster, "cluster", "", "kops cluster name (required)")
+	bindCluster(cmd, &in.Cluster)
 	cmd.Flags().StringVar(&in.EtcdCluster, "etcd", "", "etcd cluster: main or events (required)")
 	cmd.Flags().StringVar(&in.SSEKMSKeyID, "sse-kms-key-id", "", "encrypt the uploaded objects with this KMS key (S3 SSE-KMS)")
 	cmd.Flags().BoolVar(&in.NoPrune, "no-prune", false, "do not apply the retention policy after the backup")
@@ -89,8 +93,6 @@ func (a *app) backupCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the backup, show progress, print its name")
 	ef.bind(cmd)
 	sf.bind(cmd)
-	_ = cmd.MarkFlagRequired("cluster")
-	_ = cmd.MarkFlagRequired("etcd")
 	return cmd
 }
 
@@ -109,14 +111,22 @@ It reads the store directly with the credentials of this shell; no worker is nee
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			url := sf.backupStore
-			if url == "" {
-				if cluster == "" || etcdCl == "" {
-					return fmt.Errorf("give --backup-store, or --state-store with --cluster and --etcd")
-				}
-				var err error
-				if url, err = workflows.BackupStoreFor(sf.stateStore, "", cluster, etcdCl); err != nil {
+			if url == "" || sf.stateStore != "" {
+				if err := api.CheckCluster(cluster); err != nil {
 					return err
 				}
+				if err := api.CheckEtcdCluster("etcdCluster", etcdCl); err != nil {
+					return err
+				}
+				var err error
+				if url, err = api.BackupStoreFor(sf.stateStore, sf.backupStore, cluster, etcdCl, "backupStore"); err != nil {
+					return err
+				}
+			} else if _, err := storeurl.Parse("backupStore", url); err != nil {
+				return err
+			}
+			if err := sf.checkLocal(); err != nil {
+				return err
 			}
 			store, err := backupstore.Open(cmd.Context(), url, backupstore.Options{})
 			if err != nil {
@@ -129,6 +139,9 @@ It reads the store directly with the credentials of this shell; no worker is nee
 			if names == nil {
 				names = []string{}
 			}
+			if len(names) == 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "no backups in %s (check --state-store, --cluster and --etcd, or take one: kopsdr backup)\n", url)
+			}
 			return a.print(names, func(w io.Writer) {
 				if len(names) > 0 {
 					fmt.Fprintln(w, strings.Join(names, "\n"))
@@ -137,7 +150,29 @@ It reads the store directly with the credentials of this shell; no worker is nee
 		},
 	}
 	sf.bind(cmd)
-	cmd.Flags().StringVar(&cluster, "cluster", "", "kops cluster name (with --state-store)")
+	bindCluster(cmd, &cluster)
 	cmd.Flags().StringVar(&etcdCl, "etcd", "", "main or events (with --state-store)")
 	return cmd
+}
+
+// checkLocalStores refuses a file:// store whose parent folder does not
+// exist: kopsdr would otherwise create the whole path, wherever a typo put
+// it. (The worker writes the store; with a file:// store it shares this
+// machine's file system.)
+func (f *storeFlags) checkLocal() error {
+	for _, s := range []struct{ flag, url string }{{"state-store", f.stateStore}, {"backup-store", f.backupStore}} {
+		loc, err := storeurl.Parse(s.flag, s.url)
+		if err != nil || loc.Scheme != "file" {
+			continue
+		}
+		if parent := filepath.Dir(loc.Prefix); !isDir(parent) {
+			return badFlag(s.flag, s.url, fmt.Sprintf("its parent folder %s does not exist: create it first (mkdir -p %s) or fix the path", parent, parent))
+		}
+	}
+	return nil
+}
+
+func isDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
 }

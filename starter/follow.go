@@ -2,33 +2,42 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
-	"github.com/kopsdr/kopsdr/workflows"
+	"github.com/kopsdr/kopsdr/workflows/api"
 )
 
-// follow prints a workflow's progress (current step and the heartbeat of its
-// running activity) to w until it ends, then decodes its result into res.
+// follow prints a workflow's progress to w (one line a change: the step, and
+// for a running activity its attempt, bytes, rate and last error) until the
+// workflow ends, then decodes its result into res. A workflow that does not
+// complete is a workflowEnded; Ctrl-C is an interrupted, and a broken
+// connection a lostTemporal: in both the workflow goes on.
 func follow(ctx context.Context, c client.Client, run client.WorkflowRun, res any, w io.Writer) error {
 	done := make(chan error, 1)
 	go func() { done <- run.Get(ctx, res) }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	p := &progress{}
 	last := ""
 	for {
 		select {
 		case err := <-done:
-			return err
+			if err == nil {
+				return nil
+			}
+			return ended(ctx, c, run.GetID(), err)
 		case <-ctx.Done():
-			return ctx.Err()
+			return interrupted{id: run.GetID()}
 		case <-tick.C:
-			line := progressLine(ctx, c, run.GetID(), run.GetRunID())
+			line := p.line(ctx, c, run.GetID(), run.GetRunID())
 			if line != "" && line != last {
 				fmt.Fprintln(w, line)
 				last = line
@@ -37,34 +46,93 @@ func follow(ctx context.Context, c client.Client, run client.WorkflowRun, res an
 	}
 }
 
-// progressLine describes what a workflow is doing now: its status query's
-// step and the newest heartbeat of each running activity.
-func progressLine(ctx context.Context, c client.Client, id, runID string) string {
-	line := ""
-	if v, err := c.QueryWorkflow(ctx, id, runID, workflows.QueryStatus); err == nil {
-		var st map[string]any
-		if v.Get(&st) == nil {
-			if step, ok := st["step"].(string); ok {
-				line = "step: " + step
-			}
+// ended explains why run.Get returned err: the workflow ended other than
+// completed, or we lost Temporal or were interrupted.
+func ended(ctx context.Context, c client.Client, id string, err error) error {
+	if ctx.Err() != nil {
+		return interrupted{id: id}
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	desc, derr := c.DescribeWorkflowExecution(dctx, id, "")
+	if derr != nil {
+		return lostTemporal{id: id, err: errors.Join(err, derr)}
+	}
+	st := desc.GetWorkflowExecutionInfo().GetStatus()
+	if st == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		return lostTemporal{id: id, err: err}
+	}
+	return workflowEnded{id: id, status: st, err: err}
+}
+
+// progress remembers the last byte count to show a rate.
+type progress struct {
+	bytes int64
+	at    time.Time
+}
+
+// line describes what a workflow is doing now: its status query's step and
+// each running activity with its heartbeat made readable.
+func (p *progress) line(ctx context.Context, c client.Client, id, runID string) string {
+	var parts []string
+	if v, err := c.QueryWorkflow(ctx, id, runID, api.QueryStatus); err == nil {
+		var st struct {
+			Step string `json:"step"`
+		}
+		if v.Get(&st) == nil && st.Step != "" {
+			parts = append(parts, "step: "+st.Step)
 		}
 	}
 	desc, err := c.DescribeWorkflowExecution(ctx, id, runID)
 	if err != nil {
-		return line
+		return strings.Join(parts, " | ")
 	}
 	for _, pa := range desc.GetPendingActivities() {
-		line += fmt.Sprintf(" | %s attempt %d", pa.GetActivityType().GetName(), pa.GetAttempt())
+		s := pa.GetActivityType().GetName()
+		if n := pa.GetAttempt(); n > 1 {
+			s += fmt.Sprintf(" (attempt %d)", n)
+		}
 		if hb := pa.GetHeartbeatDetails(); hb != nil && len(hb.GetPayloads()) > 0 {
 			var detail any
 			if converter.GetDefaultDataConverter().FromPayload(hb.GetPayloads()[0], &detail) == nil {
-				b, _ := json.Marshal(detail)
-				line += " " + string(b)
+				s += ": " + p.describe(detail)
 			}
 		}
 		if f := pa.GetLastFailure(); f != nil {
-			line += " last error: " + f.GetMessage()
+			s += "; last error: " + f.GetMessage()
 		}
+		parts = append(parts, s)
 	}
-	return line
+	return strings.Join(parts, " | ")
 }
+
+// describe makes a heartbeat readable: byte counts in MiB with a rate, and
+// texts as they are.
+func (p *progress) describe(detail any) string {
+	var n int64
+	switch d := detail.(type) {
+	case string:
+		return d
+	case float64: // bytes read so far (verification)
+		n = int64(d)
+	case map[string]any: // an upload: {"rawBytes", "gzipBytes"}
+		raw, _ := d["rawBytes"].(float64)
+		gz, _ := d["gzipBytes"].(float64)
+		n = int64(raw)
+		return fmt.Sprintf("%s read from etcd, %s written%s", mib(int64(raw)), mib(int64(gz)), p.rate(n))
+	default:
+		return fmt.Sprint(detail)
+	}
+	return mib(n) + " read" + p.rate(n)
+}
+
+func (p *progress) rate(n int64) string {
+	now := time.Now()
+	defer func() { p.bytes, p.at = n, now }()
+	if p.at.IsZero() || n <= p.bytes {
+		return ""
+	}
+	return fmt.Sprintf(", %.1f MiB/s", float64(n-p.bytes)/(1<<20)/now.Sub(p.at).Seconds())
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/leases"
+	"github.com/kopsdr/kopsdr/workflows/api"
 )
 
 // cleanLeasesCmd is the restore's last step on its own, for clusters
@@ -34,43 +34,43 @@ when no key belongs to a live master (the list of live masters is then probably 
     --live-master-ip 10.0.1.10 --live-master-ip 10.0.2.10 --live-master-ip 10.0.3.10 --yes`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := api.CheckEndpoints("endpoints", "main", ef.endpoints); err != nil {
+				return err
+			}
+			if len(live) == 0 {
+				return badFlag("live-master-ip", "", "list every live master's apiserver IP, e.g. --live-master-ip 10.0.1.10 (kubectl get nodes -o wide)")
+			}
+			for _, ip := range live {
+				if err := api.CheckIP("live-master-ip", ip); err != nil {
+					return err
+				}
+			}
+			if wait < 0 {
+				return badFlag("wait-renewed", wait.String(), "give a positive duration, or 0 not to wait")
+			}
+			if !yes {
+				wait = 0
+			}
 			ctx := cmd.Context()
 			cli, err := etcdconn.New(ctx, etcdconn.Config{Endpoints: ef.endpoints, CACert: ef.cacert, Cert: ef.cert, Key: ef.key})
 			if err != nil {
 				return err
 			}
 			defer cli.Close()
-			keys, err := leases.List(ctx, cli)
-			if err != nil {
-				return err
-			}
-			plan, err := leases.Decide(keys, live)
+			res, err := leases.Clean(ctx, cli, live, leases.CleanOptions{DryRun: !yes, WaitRenewed: wait})
 			if err != nil {
 				return err
 			}
 			out := struct {
-				DryRun  bool        `json:"dryRun"`
-				Plan    leases.Plan `json:"plan"`
-				Deleted []string    `json:"deleted"`
-			}{DryRun: !yes, Plan: plan, Deleted: []string{}}
-			if yes {
-				if out.Deleted, err = leases.Apply(ctx, cli, plan); err != nil {
-					return err
-				}
-				if wait > 0 {
-					wctx, cancel := context.WithTimeout(ctx, wait)
-					defer cancel()
-					if err := leases.WaitRenewed(wctx, cli, live, time.Second); err != nil {
-						return err
-					}
-				}
-			}
+				DryRun bool `json:"dryRun"`
+				leases.CleanResult
+			}{DryRun: !yes, CleanResult: res}
 			return a.print(out, func(w io.Writer) {
 				verb := "would delete"
 				if yes {
 					verb = "deleted"
 				}
-				fmt.Fprintf(w, "keep:   %s\n%s: %s\n", strings.Join(plan.Keep, " "), verb, strings.Join(plan.Delete, " "))
+				fmt.Fprintf(w, "keep:   %s\n%s: %s\n", strings.Join(res.Plan.Keep, " "), verb, strings.Join(res.Plan.Delete, " "))
 				if !yes {
 					fmt.Fprintln(w, "dry run: nothing deleted; add --yes to delete")
 				}
@@ -81,6 +81,5 @@ when no key belongs to a live master (the list of live masters is then probably 
 	cmd.Flags().StringSliceVar(&live, "live-master-ip", nil, "IP of a live master's apiserver (repeat, required)")
 	cmd.Flags().BoolVar(&yes, "yes", false, "delete (default: only show what would be deleted)")
 	cmd.Flags().DurationVar(&wait, "wait-renewed", 30*time.Second, "with --yes: wait until exactly the live masters hold a lease key (0: don't)")
-	_ = cmd.MarkFlagRequired("live-master-ip")
 	return cmd
 }

@@ -1,20 +1,21 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/kopsdr/kopsdr/workflows/api"
 	"github.com/spf13/cobra"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
-
-	"github.com/kopsdr/kopsdr/internal/temporalconn"
-	"github.com/kopsdr/kopsdr/workflows"
 )
 
 func (a *app) restoreCmd() *cobra.Command {
@@ -28,18 +29,20 @@ func (a *app) restoreCmd() *cobra.Command {
 
 func (a *app) restoreEtcdManagerCmd() *cobra.Command {
 	var (
-		in          workflows.EtcdManagerRestoreInput
-		masterSpecs []string
-		discover    workflows.DiscoverInput
-		wait        bool
+		in                        api.EtcdManagerRestoreInput
+		masterSpecs               []string
+		discover                  api.DiscoverInput
+		approvalWait, restoreWait time.Duration
+		wait                      bool
 	)
 	cmd := &cobra.Command{
-		Use:   "etcd-manager --cluster NAME --state-store URL --main-endpoints URL --events-endpoints URL --master SPEC... [--backup latest|NAME] [--dry-run] [--approve] [--wait]",
+		Use:   "etcd-manager --cluster NAME --state-store URL --main-endpoints URL --events-endpoints URL --master SPEC... [--etcd main|events] [--backup latest|NAME] [--dry-run] [--approve] [--wait]",
 		Short: "Restore main and events from etcd-manager backups: commands, restarts, wait, lease clean-up",
 		Long: `Restore main and events of one kops cluster from etcd-manager backups, as one durable workflow
 (id restore/<cluster>): pre-flight checks that change nothing, a plan, approval, a safety backup
 of the current data, the restore commands, a restart of every etcd-manager container over the
-Docker API, waiting for etcd-manager to finish, and the master-lease clean-up.
+Docker API, waiting for etcd-manager to finish, and the master-lease clean-up. --etcd main
+(or events) restores only that etcd cluster.
 
 Without --approve the workflow waits for 'kopsdr approve restore/<cluster>' (or reject).
 --dry-run stops after the plan and changes nothing.
@@ -57,8 +60,8 @@ repeat it for every master. Or find the masters in EC2 with --discover-region an
     --backup latest --dry-run`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			for _, spec := range masterSpecs {
-				m, err := parseMaster(spec)
+			for i, spec := range masterSpecs {
+				m, err := parseMaster(i, spec)
 				if err != nil {
 					return err
 				}
@@ -67,31 +70,39 @@ repeat it for every master. Or find the masters in EC2 with --discover-region an
 			if discover.Region != "" { // the template has a default: only the region asks for discovery
 				in.Discover = &discover
 			}
+			for _, flag := range []string{"docker-endpoint-template", "docker-tlsca", "docker-tlscert", "docker-tlskey"} {
+				if cmd.Flags().Changed(flag) && in.Discover == nil {
+					return badFlag(flag, cmd.Flag(flag).Value.String(), "goes with --discover-region; with --master give tls files as tlsca=,tlscert=,tlskey=")
+				}
+			}
+			if cmd.Flags().Changed("approval-timeout") {
+				in.ApprovalTimeout = approvalWait.String()
+			}
+			if cmd.Flags().Changed("restore-timeout") {
+				in.RestoreTimeout = restoreWait.String()
+			}
+			if err := in.Validate(); err != nil {
+				return err
+			}
 			c, err := a.dial()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			id := workflows.RestoreWorkflowID(in.Cluster)
-			run, err := c.ExecuteWorkflow(cmd.Context(), client.StartWorkflowOptions{
-				ID: id, TaskQueue: temporalconn.TaskQueue, WorkflowExecutionErrorWhenAlreadyStarted: true,
-			}, workflows.EtcdManagerRestore, in)
-			var already *serviceerror.WorkflowExecutionAlreadyStarted
-			if errors.As(err, &already) {
-				return fmt.Errorf("a restore of %s is already running (workflow %s): follow it with 'kopsdr status %s'", in.Cluster, id, id)
-			}
+			run, err := startRestore(cmd.Context(), c, in.Cluster, api.WorkflowEtcdManagerRestore, in)
 			if err != nil {
-				return fmt.Errorf("start restore: %w", err)
+				return err
 			}
 			if !wait {
-				return a.print(map[string]string{"workflowId": run.GetID(), "runId": run.GetRunID()}, func(w io.Writer) {
-					fmt.Fprintf(w, "started %s\n  follow:  kopsdr status %s\n", id, id)
-					if !in.Approve && !in.DryRun {
-						fmt.Fprintf(w, "  approve: kopsdr approve %s   (or reject) once you have read the plan\n", id)
-					}
-				})
+				if in.Approve || in.DryRun {
+					return a.started(run)
+				}
+				return a.started(run, fmt.Sprintf("approve: kopsdr approve %s   (or reject) once you have read the plan (kopsdr status %s)", run.GetID(), run.GetID()))
 			}
-			var res workflows.EtcdManagerRestoreResult
+			if !in.DryRun && !in.Approve {
+				fmt.Fprintf(cmd.ErrOrStderr(), "waiting for approval: read the plan (kopsdr status %s), then kopsdr approve %s (or reject)\n", run.GetID(), run.GetID())
+			}
+			var res api.EtcdManagerRestoreResult
 			if err := follow(cmd.Context(), c, run, &res, cmd.ErrOrStderr()); err != nil {
 				return err
 			}
@@ -99,13 +110,14 @@ repeat it for every master. Or find the masters in EC2 with --discover-region an
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&in.Cluster, "cluster", "", "kops cluster name (required)")
-	f.StringVar(&in.StateStore, "state-store", os.Getenv("KOPS_STATE_STORE"), "kops state store (env KOPS_STATE_STORE)")
-	f.StringVar(&in.Backup, "backup", "latest", "backup of both: latest, a name, or latest-before:<RFC3339>")
+	bindCluster(cmd, &in.Cluster)
+	bindStateStore(cmd, &in.StateStore, "kops state store", "main-backup-store", "events-backup-store")
+	f.StringSliceVar(&in.EtcdClusters, "etcd", nil, "restore only this etcd cluster: main or events (default both)")
+	f.StringVar(&in.Backup, "backup", "", "backup of both: latest (default), a name, or latest-before:<RFC3339>")
 	f.StringVar(&in.Main.Backup, "main-backup", "", "backup of main, if not --backup")
 	f.StringVar(&in.Events.Backup, "events-backup", "", "backup of events, if not --backup")
-	f.StringVar(&in.Main.BackupStore, "main-backup-store", "", "override main's backup store")
-	f.StringVar(&in.Events.BackupStore, "events-backup-store", "", "override events' backup store")
+	f.StringVar(&in.Main.BackupStore, "main-backup-store", "", "main's backup store, instead of --state-store")
+	f.StringVar(&in.Events.BackupStore, "events-backup-store", "", "events' backup store, instead of --state-store")
 	f.StringSliceVar(&in.Main.Endpoints, "main-endpoints", nil, "etcd main client URLs (https://<master>:4001)")
 	f.StringSliceVar(&in.Events.Endpoints, "events-endpoints", nil, "etcd events client URLs (https://<master>:4002)")
 	f.StringVar(&in.CACert, "cacert", "", "etcd CA path on the worker")
@@ -113,30 +125,53 @@ repeat it for every master. Or find the masters in EC2 with --discover-region an
 	f.StringVar(&in.Key, "key", "", "etcd client key path on the worker")
 	f.StringArrayVar(&masterSpecs, "master", nil, "a master: name=<node>,docker=<endpoint>,ip=<ip>[,tlsca=F,tlscert=F,tlskey=F] (repeat)")
 	f.StringVar(&discover.Region, "discover-region", "", "find the masters as running EC2 instances in this region")
-	f.StringVar(&discover.DockerEndpointTemplate, "docker-endpoint-template", "tcp://{{.PrivateIP}}:2376", "with --discover-region: each master's Docker endpoint")
+	f.StringVar(&discover.DockerEndpointTemplate, "docker-endpoint-template", api.DefaultDockerEndpointTemplate, "with --discover-region: each master's Docker endpoint")
 	f.StringVar(&discover.TLSCA, "docker-tlsca", "", "with --discover-region: Docker CA on the worker")
 	f.StringVar(&discover.TLSCert, "docker-tlscert", "", "with --discover-region: Docker client certificate on the worker")
 	f.StringVar(&discover.TLSKey, "docker-tlskey", "", "with --discover-region: Docker client key on the worker")
 	f.StringSliceVar(&in.LiveMasterIPs, "live-master-ip", nil, "apiserver IPs whose master leases stay (default: the masters' ip)")
 	f.BoolVar(&in.DryRun, "dry-run", false, "check and plan only; change nothing")
 	f.BoolVar(&in.Approve, "approve", false, "approve up front instead of waiting for 'kopsdr approve'")
-	f.StringVar(&in.ApprovalTimeout, "approval-timeout", "", "give up waiting for approval after this long (default 24h)")
-	f.StringVar(&in.RestoreTimeout, "restore-timeout", "", "wait at most this long for etcd-manager per etcd cluster (default 15m)")
+	f.DurationVar(&approvalWait, "approval-timeout", api.DefaultApprovalTimeout, "give up waiting for approval after this long, having changed nothing")
+	f.DurationVar(&restoreWait, "restore-timeout", api.DefaultRestoreTimeout, "wait at most this long for etcd-manager per etcd cluster")
 	f.BoolVar(&in.NoSafetyBackup, "no-safety-backup", false, "skip the backup of the current data before restoring")
 	f.BoolVar(&in.NoLeaseCleanup, "no-lease-cleanup", false, "skip the master-lease clean-up")
 	f.BoolVar(&wait, "wait", false, "follow the restore until it ends and print the result")
-	_ = cmd.MarkFlagRequired("cluster")
 	return cmd
 }
 
-// parseMaster reads name=..,docker=..,ip=..,tlsca=..,tlscert=..,tlskey=..
-func parseMaster(spec string) (workflows.MasterInput, error) {
-	var m workflows.MasterInput
+// startRestore starts a restore under the cluster's one restore id; a
+// second restore of a cluster is refused while one runs, never joined.
+func startRestore(ctx context.Context, c client.Client, cluster, workflowType string, in any) (client.WorkflowRun, error) {
+	id := api.RestoreWorkflowID(cluster)
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: id, TaskQueue: api.TaskQueue, WorkflowExecutionErrorWhenAlreadyStarted: true,
+	}, workflowType, in)
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &already) {
+		return nil, fmt.Errorf("a restore of %s is already running (workflow %s): follow it with 'kopsdr status %s --follow', or end it with 'kopsdr reject %s'", cluster, id, id, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start restore: %w", err)
+	}
+	return run, nil
+}
+
+// parseMaster reads name=..,docker=..,ip=..,tlsca=..,tlscert=..,tlskey=..;
+// the input's Validate checks the values.
+func parseMaster(i int, spec string) (api.MasterInput, error) {
+	var m api.MasterInput
+	keys := "keys: name, docker, ip, tlsca, tlscert, tlskey; e.g. name=ip-10-0-1-10.ec2.internal,docker=tcp://10.0.1.10:2376,ip=10.0.1.10"
+	seen := map[string]bool{}
 	for _, kv := range strings.Split(spec, ",") {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			return m, fmt.Errorf("--master %q: %q is not key=value (keys: name, docker, ip, tlsca, tlscert, tlskey)", spec, kv)
+		if !ok || v == "" {
+			return m, badFlag("master", spec, fmt.Sprintf("%q is not key=value (%s)", kv, keys))
 		}
+		if seen[k] {
+			return m, badFlag("master", spec, fmt.Sprintf("%s is given twice", k))
+		}
+		seen[k] = true
 		switch k {
 		case "name":
 			m.Name = v
@@ -151,106 +186,79 @@ func parseMaster(spec string) (workflows.MasterInput, error) {
 		case "tlskey":
 			m.TLSKey = v
 		default:
-			return m, fmt.Errorf("--master %q: unknown key %q (keys: name, docker, ip, tlsca, tlscert, tlskey)", spec, k)
+			return m, badFlag("master", spec, fmt.Sprintf("unknown key %q (%s)", k, keys))
 		}
 	}
 	if m.Docker == "" {
-		return m, fmt.Errorf("--master %q: docker=<endpoint> is required, e.g. docker=tcp://10.0.1.10:2376", spec)
+		return m, badFlag("master", spec, "docker=<endpoint> is required, e.g. docker=tcp://10.0.1.10:2376")
 	}
 	return m, nil
 }
 
-func printRestoreResult(w io.Writer, res workflows.EtcdManagerRestoreResult) {
+func printRestoreResult(w io.Writer, res api.EtcdManagerRestoreResult) {
 	if res.DryRun {
 		fmt.Fprintln(w, "dry run: nothing was changed. Plan:")
 	} else {
 		fmt.Fprintln(w, "restored:")
 	}
-	for _, b := range res.Plan.Backups {
-		fmt.Fprintf(w, "  %-6s %s (age %s, %d bytes, etcd %s) from %s\n", b.EtcdCluster, b.Backup, b.Age, b.Bytes, b.EtcdVersion, b.Store)
+	printRestorePlan(w, res.Plan)
+	printDecision(w, res.Approval)
+	for _, ec := range sortedKeys(res.SafetyBackups) {
+		fmt.Fprintf(w, "  safety backup of %s: %s\n", ec, res.SafetyBackups[ec])
 	}
-	for _, m := range res.Plan.Masters {
-		fmt.Fprintf(w, "  master %s (%s): %s\n", m.Master, m.Endpoint, strings.Join(m.Containers, ", "))
+	for _, ec := range sortedKeys(res.Restored) {
+		r := res.Restored[ec]
+		fmt.Fprintf(w, "  %s: cluster %x, %d members, %d keys at revision %d\n", ec, r.ClusterID, r.Members, r.Keys, r.Revision)
 	}
-	fmt.Fprintf(w, "  leases: %s\n", res.Plan.LeaseRule)
-	if res.ApprovedBy != nil {
-		fmt.Fprintf(w, "  approved by %s %s\n", res.ApprovedBy.By, res.ApprovedBy.Comment)
-	}
-	keys := make([]string, 0, len(res.SafetyBackups))
-	for k := range res.SafetyBackups {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		fmt.Fprintf(w, "  safety backup of %s: %s\n", k, res.SafetyBackups[k])
+	for _, r := range res.Restarts {
+		fmt.Fprintf(w, "  restart %s: %s -> %s\n", r.Action, r.Before, r.After)
 	}
 	if len(res.LeasesDeleted) > 0 {
 		fmt.Fprintf(w, "  master leases deleted: %s\n", strings.Join(res.LeasesDeleted, ", "))
 	}
-	for _, s := range res.Steps {
-		fmt.Fprintf(w, "  %-26s %7.1fs\n", s.Step, s.Seconds)
+	printSteps(w, res.Steps)
+}
+
+func printRestorePlan(w io.Writer, p api.RestorePlan) {
+	for _, b := range p.Backups {
+		fmt.Fprintf(w, "  %-6s %s (age %s, %.1f MiB, etcd %s, %d members) from %s\n",
+			b.EtcdCluster, b.Backup, b.Age, float64(b.Bytes)/(1<<20), b.EtcdVersion, b.MemberCount, b.Store)
+	}
+	for _, m := range p.Masters {
+		fmt.Fprintf(w, "  master %s (%s): restart %s\n", m.Master, m.Endpoint, strings.Join(m.Containers, ", "))
+	}
+	fmt.Fprintf(w, "  leases: %s\n  safety backup: %s\n", p.LeaseRule, p.SafetyNote)
+}
+
+func printDecision(w io.Writer, d *api.Decision) {
+	if d == nil {
+		return
+	}
+	fmt.Fprintf(w, "  %s by %s via %s at %s", d.Decision, d.By, d.Via, d.At.Format(time.RFC3339))
+	if d.Comment != "" {
+		fmt.Fprintf(w, ": %s", d.Comment)
+	}
+	fmt.Fprintln(w)
+}
+
+// printSteps shows each step's real duration, or since when it runs.
+func printSteps(w io.Writer, steps []api.StepTime) {
+	for _, s := range steps {
+		if s.Ended.IsZero() {
+			fmt.Fprintf(w, "  step %-26s running since %s\n", s.Step, s.Started.Format(time.RFC3339))
+			continue
+		}
+		fmt.Fprintf(w, "  step %-26s %7.1fs\n", s.Step, s.Ended.Sub(s.Started).Seconds())
 	}
 }
 
-func (a *app) statusCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "status WORKFLOW_ID",
-		Short: "Show where a kopsdr workflow is: step, masters, times, plan, last error",
-		Example: `  kopsdr status restore/test.my.clusters
-  kopsdr status restore/test.my.clusters -o json`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			desc, err := c.DescribeWorkflowExecution(cmd.Context(), args[0], "")
-			if err != nil {
-				return fmt.Errorf("no workflow %s: %w", args[0], err)
-			}
-			out := map[string]any{"workflowId": args[0], "state": desc.GetWorkflowExecutionInfo().GetStatus().String()}
-			if v, err := c.QueryWorkflow(cmd.Context(), args[0], "", workflows.QueryStatus); err == nil {
-				var st map[string]any
-				if v.Get(&st) == nil {
-					out["status"] = st
-				}
-			}
-			return a.print(out, func(w io.Writer) {
-				fmt.Fprintf(w, "%s: %s\n", args[0], out["state"])
-				st, _ := out["status"].(map[string]any)
-				for _, k := range []string{"step", "lastError", "approval"} {
-					if v, ok := st[k]; ok && v != nil && v != "" {
-						fmt.Fprintf(w, "  %s: %v\n", k, compact(v))
-					}
-				}
-				for _, k := range []string{"masters", "members"} {
-					if m, ok := st[k].(map[string]any); ok {
-						names := make([]string, 0, len(m))
-						for n := range m {
-							names = append(names, n)
-						}
-						sort.Strings(names)
-						for _, n := range names {
-							fmt.Fprintf(w, "  %s %s: %v\n", strings.TrimSuffix(k, "s"), n, compact(m[n]))
-						}
-					}
-				}
-				if steps, ok := st["steps"].([]any); ok {
-					for _, s := range steps {
-						if m, ok := s.(map[string]any); ok {
-							secs, _ := m["seconds"].(float64)
-							fmt.Fprintf(w, "  step %-26v %6.1fs\n", m["step"], secs)
-						}
-					}
-				}
-				if p, ok := st["plan"]; ok && p != nil {
-					b, _ := json.MarshalIndent(p, "  ", "  ")
-					fmt.Fprintf(w, "  plan: %s\n", b)
-				}
-			})
-		},
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
+	sort.Strings(keys)
+	return keys
 }
 
 func compact(v any) string {
@@ -261,18 +269,27 @@ func compact(v any) string {
 	return string(b)
 }
 
-// decideCmd builds approve and reject: an Update, so a restore that is not
-// waiting for approval says so at once instead of silently ignoring it.
+// decideCmd builds approve and reject, the same for every gated workflow:
+// an Update, so a workflow that is not waiting for a decision says so at
+// once instead of silently ignoring it.
 func (a *app) decideCmd(verb string) *cobra.Command {
 	var by, comment string
+	past := map[string]string{api.UpdateApprove: api.Approved, api.UpdateReject: api.Rejected}[verb]
 	cmd := &cobra.Command{
-		Use:     verb + " WORKFLOW_ID",
-		Short:   map[string]string{"approve": "Approve a restore waiting for approval", "reject": "Reject a restore waiting for approval (it ends changing nothing)"}[verb],
-		Example: fmt.Sprintf(`  kopsdr %s restore/test.my.clusters --comment "incident 42"`, verb),
+		Use: verb + " WORKFLOW_ID",
+		Short: map[string]string{
+			api.UpdateApprove: "Approve a restore that waits for approval (either restore)",
+			api.UpdateReject:  "Reject a restore that waits for approval; it ends having changed nothing",
+		}[verb],
+		Long: `Decide a restore that shows its plan and waits (kopsdr status WORKFLOW_ID shows the plan).
+The decision, who made it (--by, default the OS user) and the comment are recorded in the
+workflow. The same works from the Web UI or the temporal CLI: an update or a signal named
+"approve" or "reject" with {"by": "...", "comment": "..."}.`,
+		Example: fmt.Sprintf(`  kopsdr %s restore/test.my.clusters --comment "INC-42"`, verb),
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if by == "" {
-				return fmt.Errorf("say who decides: --by NAME")
+			if strings.TrimSpace(by) == "" {
+				return badFlag("by", by, "say who decides, e.g. --by alice")
 			}
 			c, err := a.dial()
 			if err != nil {
@@ -281,20 +298,27 @@ func (a *app) decideCmd(verb string) *cobra.Command {
 			defer c.Close()
 			h, err := c.UpdateWorkflow(cmd.Context(), client.UpdateWorkflowOptions{
 				WorkflowID: args[0], UpdateName: verb, WaitForStage: client.WorkflowUpdateStageCompleted,
-				Args: []any{workflows.Approval{By: by, Comment: comment}},
+				Args: []any{api.Approval{By: by, Comment: comment}},
 			})
+			var d api.Decision
 			if err == nil {
-				err = h.Get(cmd.Context(), nil)
+				err = h.Get(cmd.Context(), &d)
 			}
 			if err != nil {
-				return fmt.Errorf("%s %s: %w", verb, args[0], err)
+				return fmt.Errorf("%s %s: %s", verb, args[0], rootCause(err))
 			}
-			return a.print(map[string]string{"workflowId": args[0], "decision": verb, "by": by}, func(w io.Writer) {
-				fmt.Fprintf(w, "%s: %s by %s\n", args[0], verb+"d", by)
-			})
+			return a.print(d, func(w io.Writer) { fmt.Fprintf(w, "%s: %s by %s\n", args[0], past, by) })
 		},
 	}
-	cmd.Flags().StringVar(&by, "by", os.Getenv("USER"), "who decides (recorded in the workflow)")
-	cmd.Flags().StringVar(&comment, "comment", "", "why")
+	cmd.Flags().StringVar(&by, "by", osUser(), "who decides, recorded in the workflow (default: the OS user)")
+	cmd.Flags().StringVar(&comment, "comment", "", "why, e.g. the incident")
 	return cmd
+}
+
+// osUser is the login name, for --by.
+func osUser() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return os.Getenv("USER")
 }

@@ -1,22 +1,20 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
-	"os"
+	"sort"
 	"strings"
 	"time"
 
+	"github.com/kopsdr/kopsdr/workflows/api"
 	"github.com/spf13/cobra"
+	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
-
-	"github.com/kopsdr/kopsdr/internal/temporalconn"
-	"github.com/kopsdr/kopsdr/workflows"
+	"go.temporal.io/sdk/converter"
 )
-
-// ScheduleID is the id of a cluster's backup schedule.
-func ScheduleID(cluster string) string { return "backup/" + cluster }
 
 func (a *app) scheduleCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -33,12 +31,12 @@ func (a *app) scheduleCmd() *cobra.Command {
 
 func (a *app) scheduleCreateCmd() *cobra.Command {
 	var (
-		in                   workflows.ClusterBackupInput
-		every, catchup       time.Duration
-		cron                 string
-		keepAll, hourly, day string
-		paused               bool
-		vs                   *volumeSchedule
+		in             api.ClusterBackupInput
+		every, catchup time.Duration
+		cron           string
+		rf             retentionFlags
+		paused         bool
+		vs             *volumeSchedule
 	)
 	cmd := &cobra.Command{
 		Use:   "create --cluster NAME --state-store URL --main-endpoints URL --events-endpoints URL (--every 1h | --cron EXPR)",
@@ -49,42 +47,32 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
     --every 1h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if (every == 0) == (cron == "") {
-				return fmt.Errorf("give exactly one of --every (e.g. 1h) or --cron (e.g. \"0 * * * *\")")
+			spec, err := scheduleSpec(cmd, every, cron, catchup)
+			if err != nil {
+				return err
 			}
-			if keepAll != "" || hourly != "" || day != "" {
-				in.Retention = &workflows.Retention{KeepAllFor: keepAll, HourlyFor: hourly, DailyFor: day}
-			}
-			spec := client.ScheduleSpec{}
-			if every > 0 {
-				spec.Intervals = []client.ScheduleIntervalSpec{{Every: every}}
-			} else {
-				spec.CronExpressions = []string{cron}
+			in.Retention = rf.retention(cmd)
+			id := api.BackupScheduleID(in.Cluster)
+			action := &client.ScheduleWorkflowAction{ID: id, Workflow: api.WorkflowClusterBackup, Args: []any{in}, TaskQueue: api.TaskQueue}
+			if vs.enabled {
+				vin := vs.input(cmd, in.Cluster)
+				if err := vin.Validate(); err != nil {
+					return err
+				}
+				id = api.VolumeSnapshotWorkflowID(in.Cluster)
+				action = &client.ScheduleWorkflowAction{ID: id, Workflow: api.WorkflowVolumeSnapshot, Args: []any{vin}, TaskQueue: api.TaskQueue}
+			} else if err := in.Validate(); err != nil {
+				return err
 			}
 			c, err := a.dial()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			id := ScheduleID(in.Cluster)
-			opts := client.ScheduleOptions{
-				ID:            id,
-				Spec:          spec,
-				Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
-				CatchupWindow: catchup,
-				Paused:        paused,
-				Action: &client.ScheduleWorkflowAction{
-					ID:        id,
-					Workflow:  workflows.ClusterBackup,
-					Args:      []any{in},
-					TaskQueue: temporalconn.TaskQueue,
-				},
-			}
-			if vs.enabled {
-				vs.apply(in.Cluster, &opts)
-				id = opts.ID
-			}
-			_, err = c.ScheduleClient().Create(cmd.Context(), opts)
+			_, err = c.ScheduleClient().Create(cmd.Context(), client.ScheduleOptions{
+				ID: id, Spec: spec, Action: action, Paused: paused,
+				Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP, CatchupWindow: catchup,
+			})
 			if err != nil {
 				return fmt.Errorf("create schedule %s: %w", id, err)
 			}
@@ -92,12 +80,12 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&in.Cluster, "cluster", "", "kops cluster name (required)")
-	f.StringVar(&in.StateStore, "state-store", os.Getenv("KOPS_STATE_STORE"), "kops state store (env KOPS_STATE_STORE)")
+	bindCluster(cmd, &in.Cluster)
+	bindStateStore(cmd, &in.StateStore, "kops state store", "main-backup-store", "events-backup-store")
 	f.StringSliceVar(&in.Main.Endpoints, "main-endpoints", nil, "etcd main client URLs (https://<master>:4001)")
 	f.StringSliceVar(&in.Events.Endpoints, "events-endpoints", nil, "etcd events client URLs (https://<master>:4002)")
-	f.StringVar(&in.Main.BackupStore, "main-backup-store", "", "override the main backup store")
-	f.StringVar(&in.Events.BackupStore, "events-backup-store", "", "override the events backup store")
+	f.StringVar(&in.Main.BackupStore, "main-backup-store", "", "main's backup store, instead of --state-store")
+	f.StringVar(&in.Events.BackupStore, "events-backup-store", "", "events' backup store, instead of --state-store")
 	f.StringVar(&in.CACert, "cacert", "", "etcd CA path on the worker")
 	f.StringVar(&in.Cert, "cert", "", "etcd client certificate path on the worker")
 	f.StringVar(&in.Key, "key", "", "etcd client key path on the worker")
@@ -105,13 +93,60 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 	f.DurationVar(&every, "every", 0, "back up at this interval, e.g. 1h")
 	f.StringVar(&cron, "cron", "", "or on this cron expression, e.g. \"0 * * * *\"")
 	f.DurationVar(&catchup, "catchup-window", time.Hour, "run a missed backup if the worker or Temporal was down for at most this long")
-	f.StringVar(&keepAll, "keep-all-for", "", "retention: keep every backup younger than this (default 1h)")
-	f.StringVar(&hourly, "hourly-for", "", "retention: keep the first backup of each hour for this long (default 168h)")
-	f.StringVar(&day, "daily-for", "", "retention: keep the first backup of each day for this long (default 2160h)")
+	rf.bind(cmd)
 	f.BoolVar(&paused, "paused", false, "create the schedule paused")
 	vs = a.volumeScheduleFlags(cmd)
-	_ = cmd.MarkFlagRequired("cluster")
 	return cmd
+}
+
+// scheduleSpec checks --every, --cron and --catchup-window.
+func scheduleSpec(cmd *cobra.Command, every time.Duration, cron string, catchup time.Duration) (client.ScheduleSpec, error) {
+	everySet := cmd.Flags().Changed("every")
+	switch {
+	case everySet && cron != "":
+		return client.ScheduleSpec{}, badFlag("cron", cron, "give --every or --cron, not both")
+	case !everySet && cron == "":
+		return client.ScheduleSpec{}, badFlag("every", "", `give --every (e.g. 1h) or --cron (e.g. "0 * * * *")`)
+	case everySet && every <= 0:
+		return client.ScheduleSpec{}, badFlag("every", every.String(), "give a positive interval, e.g. 1h")
+	case catchup <= 0:
+		return client.ScheduleSpec{}, badFlag("catchup-window", catchup.String(), "give a positive duration, e.g. 1h")
+	case cron != "" && len(strings.Fields(cron)) != 5:
+		return client.ScheduleSpec{}, badFlag("cron", cron, `give five fields: minute hour day-of-month month day-of-week, e.g. "0 * * * *"`)
+	}
+	if everySet {
+		return client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: every}}}, nil
+	}
+	return client.ScheduleSpec{CronExpressions: []string{cron}}, nil
+}
+
+// retentionFlags are etcd-manager's retention as typed durations.
+type retentionFlags struct{ keepAll, hourly, daily time.Duration }
+
+func (f *retentionFlags) bind(cmd *cobra.Command) {
+	cmd.Flags().DurationVar(&f.keepAll, "keep-all-for", 0, "retention: keep every backup younger than this (default 1h)")
+	cmd.Flags().DurationVar(&f.hourly, "hourly-for", 0, "retention: keep the first backup of each hour for this long (default 168h)")
+	cmd.Flags().DurationVar(&f.daily, "daily-for", 0, "retention: keep the first backup of each day for this long (default 2160h = 90 days)")
+}
+
+// retention is the input's retention: only what was given on the command
+// line, so Validate sees (and refuses) a zero or negative value.
+func (f *retentionFlags) retention(cmd *cobra.Command) *api.Retention {
+	var r api.Retention
+	set := false
+	for _, x := range []struct {
+		flag string
+		d    time.Duration
+		dst  *string
+	}{{"keep-all-for", f.keepAll, &r.KeepAllFor}, {"hourly-for", f.hourly, &r.HourlyFor}, {"daily-for", f.daily, &r.DailyFor}} {
+		if cmd.Flags().Changed(x.flag) {
+			*x.dst, set = x.d.String(), true
+		}
+	}
+	if !set {
+		return nil
+	}
+	return &r
 }
 
 func (a *app) scheduleListCmd() *cobra.Command {
@@ -161,7 +196,7 @@ func (a *app) scheduleListCmd() *cobra.Command {
 func (a *app) scheduleDescribeCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "describe SCHEDULE_ID|CLUSTER",
-		Short: "Show a schedule: spec, state, recent and next runs",
+		Short: "Show a schedule: what it backs up, when, and how its recent runs ended",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.dial()
@@ -169,48 +204,92 @@ func (a *app) scheduleDescribeCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			d, err := c.ScheduleClient().GetHandle(cmd.Context(), scheduleArg(args[0])).Describe(cmd.Context())
+			id := scheduleArg(args[0])
+			d, err := c.ScheduleClient().GetHandle(cmd.Context(), id).Describe(cmd.Context())
 			if err != nil {
-				return err
+				return fmt.Errorf("schedule %s: %w (kopsdr schedule list shows them)", id, err)
 			}
-			type run struct {
-				WorkflowID string `json:"workflowId"`
-				Scheduled  string `json:"scheduledAt"`
-			}
-			out := struct {
-				ID        string   `json:"scheduleId"`
-				Paused    bool     `json:"paused"`
-				Note      string   `json:"note,omitempty"`
-				Intervals []string `json:"intervals,omitempty"`
-				Cron      []string `json:"cron,omitempty"`
-				Actions   int64    `json:"actions"`
-				Skipped   int64    `json:"skippedForOverlap"`
-				Recent    []run    `json:"recent"`
-				NextRuns  []string `json:"nextRuns"`
-			}{ID: scheduleArg(args[0]), Paused: d.Schedule.State.Paused, Note: d.Schedule.State.Note,
+			out := scheduleView{ID: id, Paused: d.Schedule.State.Paused, Note: d.Schedule.State.Note,
 				Cron: d.Schedule.Spec.CronExpressions, Actions: int64(d.Info.NumActions),
-				Skipped: int64(d.Info.NumActionsSkippedOverlap), Recent: []run{}, NextRuns: []string{}}
+				Skipped: int64(d.Info.NumActionsSkippedOverlap), Recent: []scheduledRun{}, NextRuns: []string{}}
 			for _, iv := range d.Schedule.Spec.Intervals {
 				out.Intervals = append(out.Intervals, iv.Every.String())
 			}
+			if act, ok := d.Schedule.Action.(*client.ScheduleWorkflowAction); ok {
+				out.Workflow, out.Target = fmt.Sprint(act.Workflow), scheduleTarget(act)
+			}
 			for _, r := range d.Info.RecentActions {
-				out.Recent = append(out.Recent, run{r.StartWorkflowResult.WorkflowID, r.ScheduleTime.UTC().Format(time.RFC3339)})
+				run := scheduledRun{WorkflowID: r.StartWorkflowResult.WorkflowID, Scheduled: r.ScheduleTime.UTC().Format(time.RFC3339), Outcome: "unknown"}
+				if desc, err := c.DescribeWorkflowExecution(cmd.Context(), r.StartWorkflowResult.WorkflowID, r.StartWorkflowResult.FirstExecutionRunID); err == nil {
+					run.Outcome = stateName(desc.GetWorkflowExecutionInfo().GetStatus())
+				}
+				out.Recent = append(out.Recent, run)
 			}
 			for _, t := range d.Info.NextActionTimes {
 				out.NextRuns = append(out.NextRuns, t.UTC().Format(time.RFC3339))
 			}
-			return a.print(out, func(w io.Writer) {
-				fmt.Fprintf(w, "schedule %s paused=%v every=%v cron=%v actions=%d skipped=%d\n",
-					out.ID, out.Paused, out.Intervals, out.Cron, out.Actions, out.Skipped)
-				for _, r := range out.Recent {
-					fmt.Fprintf(w, "  ran %s at %s\n", r.WorkflowID, r.Scheduled)
-				}
-				for _, t := range out.NextRuns {
-					fmt.Fprintf(w, "  next %s\n", t)
-				}
-			})
+			return a.print(out, out.text)
 		},
 	}
+}
+
+type scheduledRun struct {
+	WorkflowID string `json:"workflowId"`
+	Scheduled  string `json:"scheduledAt"`
+	Outcome    string `json:"outcome"` // running, completed, failed, ...
+}
+
+type scheduleView struct {
+	ID        string         `json:"scheduleId"`
+	Workflow  string         `json:"workflow"`
+	Target    map[string]any `json:"target"`
+	Paused    bool           `json:"paused"`
+	Note      string         `json:"note,omitempty"`
+	Intervals []string       `json:"intervals,omitempty"`
+	Cron      []string       `json:"cron,omitempty"`
+	Actions   int64          `json:"actions"`
+	Skipped   int64          `json:"skippedForOverlap"`
+	Recent    []scheduledRun `json:"recent"`
+	NextRuns  []string       `json:"nextRuns"`
+}
+
+func (v scheduleView) text(w io.Writer) {
+	fmt.Fprintf(w, "schedule %s: %s, paused=%v, every=%v cron=%v, %d runs, %d skipped for overlap\n",
+		v.ID, v.Workflow, v.Paused, v.Intervals, v.Cron, v.Actions, v.Skipped)
+	keys := make([]string, 0, len(v.Target))
+	for k := range v.Target {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %s: %s\n", k, compact(v.Target[k]))
+	}
+	for _, r := range v.Recent {
+		fmt.Fprintf(w, "  ran %s at %s: %s\n", r.WorkflowID, r.Scheduled, r.Outcome)
+	}
+	for _, t := range v.NextRuns {
+		fmt.Fprintf(w, "  next %s\n", t)
+	}
+}
+
+// scheduleTarget is the schedule's input without empty fields: cluster,
+// stores, endpoints, retention.
+func scheduleTarget(act *client.ScheduleWorkflowAction) map[string]any {
+	out := map[string]any{}
+	if len(act.Args) == 0 {
+		return out
+	}
+	var raw any = act.Args[0]
+	if p, ok := raw.(*commonpb.Payload); ok {
+		var m map[string]any
+		if converter.GetDefaultDataConverter().FromPayload(p, &m) == nil {
+			return m
+		}
+		return out
+	}
+	b, _ := json.Marshal(raw)
+	_ = json.Unmarshal(b, &out)
+	return out
 }
 
 // scheduleSimpleCmd builds pause, unpause, trigger and delete.
@@ -257,5 +336,5 @@ func scheduleArg(s string) string {
 	if strings.Contains(s, "/") {
 		return s
 	}
-	return ScheduleID(s)
+	return api.BackupScheduleID(s)
 }

@@ -11,8 +11,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/kopsdr/kopsdr/internal/ebs"
-	"github.com/kopsdr/kopsdr/internal/temporalconn"
-	"github.com/kopsdr/kopsdr/workflows"
+	"github.com/kopsdr/kopsdr/workflows/api"
 )
 
 // The legacy EBS path: snapshot-volumes, restore volumes, list-volume-snapshots
@@ -20,21 +19,47 @@ import (
 
 // volumeRetentionFlags are the snapshot sets' retention flags.
 type volumeRetentionFlags struct {
+	prefix              string
 	keepLast            int
-	hourlyFor, dailyFor string
+	hourlyFor, dailyFor time.Duration
 }
 
 func (f *volumeRetentionFlags) bind(cmd *cobra.Command, prefix string) {
+	f.prefix = prefix
 	cmd.Flags().IntVar(&f.keepLast, prefix+"keep-last", 0, "retention: keep the newest N snapshot sets (default 3)")
-	cmd.Flags().StringVar(&f.hourlyFor, prefix+"hourly-for", "", "retention: keep the first set of each hour for this long (default 168h)")
-	cmd.Flags().StringVar(&f.dailyFor, prefix+"daily-for", "", "retention: keep the first set of each day for this long (default 2160h)")
+	cmd.Flags().DurationVar(&f.hourlyFor, prefix+"hourly-for", 0, "retention: keep the first set of each hour for this long (default 168h)")
+	cmd.Flags().DurationVar(&f.dailyFor, prefix+"daily-for", 0, "retention: keep the first set of each day for this long (default 2160h = 90 days)")
 }
 
-func (f *volumeRetentionFlags) retention() *workflows.VolumeRetention {
-	if f.keepLast == 0 && f.hourlyFor == "" && f.dailyFor == "" {
+// retention holds what was given on the command line, so that Validate
+// sees (and refuses) zero or negative values.
+func (f *volumeRetentionFlags) retention(cmd *cobra.Command) *api.VolumeRetention {
+	var r api.VolumeRetention
+	set := false
+	if cmd.Flags().Changed(f.prefix + "keep-last") {
+		r.KeepLast, set = f.keepLast, true
+		if f.keepLast == 0 {
+			r.KeepLast = -1 // "keep none" is not a policy: let Validate say so
+		}
+	}
+	if cmd.Flags().Changed(f.prefix + "hourly-for") {
+		r.HourlyFor, set = f.hourlyFor.String(), true
+	}
+	if cmd.Flags().Changed(f.prefix + "daily-for") {
+		r.DailyFor, set = f.dailyFor.String(), true
+	}
+	if !set {
 		return nil
 	}
-	return &workflows.VolumeRetention{KeepLast: f.keepLast, HourlyFor: f.hourlyFor, DailyFor: f.dailyFor}
+	return &r
+}
+
+// durationFlag copies a typed duration flag into a JSON input field when
+// it was given.
+func durationFlag(cmd *cobra.Command, flag string, d time.Duration, dst *string) {
+	if cmd.Flags().Changed(flag) {
+		*dst = d.String()
+	}
 }
 
 func bindRegion(cmd *cobra.Command, dst *string) {
@@ -43,9 +68,10 @@ func bindRegion(cmd *cobra.Command, dst *string) {
 
 func (a *app) snapshotVolumesCmd() *cobra.Command {
 	var (
-		in   workflows.VolumeSnapshotInput
-		rf   volumeRetentionFlags
-		wait bool
+		in          api.VolumeSnapshotInput
+		rf          volumeRetentionFlags
+		waitTimeout time.Duration
+		wait        bool
 	)
 	cmd := &cobra.Command{
 		Use:   "snapshot-volumes --cluster NAME --region REGION [--wait]",
@@ -59,23 +85,27 @@ the newest completed set is never deleted. Runs on the worker with its AWS crede
   kopsdr snapshot-volumes --cluster k8s.mycompany.tld --region eu-central-1 --keep-last 24 --prune-dry-run --wait`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			in.Retention = rf.retention()
+			in.Retention = rf.retention(cmd)
+			durationFlag(cmd, "wait-timeout", waitTimeout, &in.WaitTimeout)
+			if err := in.Validate(); err != nil {
+				return err
+			}
 			c, err := a.dial()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
 			run, err := c.ExecuteWorkflow(cmd.Context(), client.StartWorkflowOptions{
-				ID: workflows.VolumeSnapshotWorkflowID(in.Cluster), TaskQueue: temporalconn.TaskQueue,
+				ID: api.VolumeSnapshotWorkflowID(in.Cluster), TaskQueue: api.TaskQueue,
 				WorkflowExecutionErrorWhenAlreadyStarted: true,
-			}, workflows.VolumeSnapshot, in)
+			}, api.WorkflowVolumeSnapshot, in)
 			if err != nil {
 				return fmt.Errorf("start volume snapshots: %w", err)
 			}
 			if !wait {
-				return a.printStarted(run)
+				return a.started(run)
 			}
-			var res workflows.VolumeSnapshotResult
+			var res api.VolumeSnapshotResult
 			if err := follow(cmd.Context(), c, run, &res, cmd.ErrOrStderr()); err != nil {
 				return err
 			}
@@ -97,24 +127,24 @@ the newest completed set is never deleted. Runs on the worker with its AWS crede
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&in.Cluster, "cluster", "", "kops cluster name (required)")
+	bindCluster(cmd, &in.Cluster)
 	bindRegion(cmd, &in.Region)
 	f.StringSliceVar(&in.EtcdClusters, "etcd", nil, "etcd clusters to snapshot (default main,events)")
 	rf.bind(cmd, "")
 	f.BoolVar(&in.NoPrune, "no-prune", false, "do not apply the retention policy")
 	f.BoolVar(&in.PruneDryRun, "prune-dry-run", false, "list the sets retention would delete, delete nothing")
-	f.StringVar(&in.WaitTimeout, "wait-timeout", "", "how long the snapshots may take to complete (default 6h)")
+	f.DurationVar(&waitTimeout, "wait-timeout", api.DefaultSnapshotWait, "how long the snapshots may take to complete")
 	f.Int32Var(&in.MaxAttempts, "max-attempts", 0, "attempts of a failing EC2 step (default 10)")
 	f.BoolVar(&wait, "wait", false, "wait for the snapshots to complete and print them")
-	_ = cmd.MarkFlagRequired("cluster")
 	return cmd
 }
 
 func (a *app) restoreVolumesCmd() *cobra.Command {
 	var (
-		in     workflows.VolumeRestoreInput
-		verify workflows.VolumeVerify
-		wait   bool
+		in                       api.VolumeRestoreInput
+		verify                   api.VolumeVerify
+		approvalWait, verifyWait time.Duration
+		wait                     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "volumes --cluster NAME --region REGION --state-store URL [--dry-run | --wait]",
@@ -122,7 +152,7 @@ func (a *app) restoreVolumesCmd() *cobra.Command {
 		Long: `Restore etcd EBS volumes from snapshots the way protokube needs them. Pre-flight changes
 nothing: snapshots completed and taken in each member's zone, the cluster spec's encryption
 (encryptedVolume, kmsKeyId, read from <state-store>/<cluster>/config) never lost. Then the plan
-waits for approval (kopsdr approve restore/<cluster>, or --yes). Per member, in parallel: a new
+waits for approval (kopsdr approve restore/<cluster>, or --approve up front). Per member, in parallel: a new
 volume from the snapshot with the old one's type, size, iops and throughput; the kops tags moved
 from the old volume (kept untagged, or deleted once detached) to the new one. Then the masters
 restart. If a step after the tags moved fails for good, the old volumes get their tags back.
@@ -137,30 +167,33 @@ completed snapshot of each; choose with --snapshot-set, --snapshot-ids or --at.`
   kopsdr approve restore/k8s.mycompany.tld --comment "INC-42"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(verify.MainEndpoints)+len(verify.EventsEndpoints) > 0 {
+			durationFlag(cmd, "verify-timeout", verifyWait, &verify.Timeout)
+			if len(verify.MainEndpoints)+len(verify.EventsEndpoints) > 0 || verify.Timeout != "" || verify.CACert != "" {
 				in.Verify = &verify
+			}
+			durationFlag(cmd, "approval-timeout", approvalWait, &in.ApprovalTimeout)
+			if err := in.Validate(); err != nil {
+				return err
 			}
 			c, err := a.dial()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			run, err := c.ExecuteWorkflow(cmd.Context(), client.StartWorkflowOptions{
-				ID: workflows.RestoreWorkflowID(in.Cluster), TaskQueue: temporalconn.TaskQueue,
-				// One restore per cluster: a second one is refused, never joined.
-				WorkflowExecutionErrorWhenAlreadyStarted: true,
-			}, workflows.VolumeRestore, in)
+			run, err := startRestore(cmd.Context(), c, in.Cluster, api.WorkflowVolumeRestore, in)
 			if err != nil {
-				return fmt.Errorf("start restore of %s (is another restore of it running? kopsdr status %s): %w",
-					in.Cluster, workflows.RestoreWorkflowID(in.Cluster), err)
+				return err
 			}
 			if !wait && !in.DryRun {
-				return a.printStarted(run)
+				if in.Approve {
+					return a.started(run)
+				}
+				return a.started(run, fmt.Sprintf("approve: kopsdr approve %s   (or reject) once you have read the plan (kopsdr status %s)", run.GetID(), run.GetID()))
 			}
 			if !in.DryRun && !in.Approve {
-				fmt.Fprintf(cmd.ErrOrStderr(), "waiting for approval: kopsdr approve %s (or reject)\n", run.GetID())
+				fmt.Fprintf(cmd.ErrOrStderr(), "waiting for approval: read the plan (kopsdr status %s), then kopsdr approve %s (or reject)\n", run.GetID(), run.GetID())
 			}
-			var rep workflows.VolumeRestoreReport
+			var rep api.VolumeRestoreReport
 			if err := follow(cmd.Context(), c, run, &rep, cmd.ErrOrStderr()); err != nil {
 				return err
 			}
@@ -168,9 +201,9 @@ completed snapshot of each; choose with --snapshot-set, --snapshot-ids or --at.`
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&in.Cluster, "cluster", "", "kops cluster name (required)")
+	bindCluster(cmd, &in.Cluster)
 	bindRegion(cmd, &in.Region)
-	f.StringVar(&in.StateStore, "state-store", os.Getenv("KOPS_STATE_STORE"), "kops state store holding <cluster>/config (env KOPS_STATE_STORE)")
+	bindStateStore(cmd, &in.StateStore, "kops state store holding <cluster>/config")
 	f.StringSliceVar(&in.EtcdClusters, "etcd", nil, "etcd clusters to restore (default main,events)")
 	f.StringSliceVar(&in.Members, "members", nil, "members to restore, as named in the cluster spec (default all)")
 	f.StringVar(&in.SnapshotSet, "snapshot-set", "", "restore this snapshot set (see kopsdr list-volume-snapshots)")
@@ -179,22 +212,21 @@ completed snapshot of each; choose with --snapshot-set, --snapshot-ids or --at.`
 	f.StringVar(&in.OldVolumes, "old-volumes", "", "untag (default: keep them without kops tags) or delete (once detached)")
 	f.StringVar(&in.Restart, "restart", "", "reboot (default), stop-start, or none")
 	f.BoolVar(&in.DryRun, "dry-run", false, "run pre-flight, print the plan, change nothing")
-	f.BoolVar(&in.Approve, "yes", false, "approve up front: do not wait for kopsdr approve")
-	f.StringVar(&in.ApprovalTimeout, "approval-timeout", "", "how long to wait for approval before giving up having created nothing (default 24h)")
+	f.BoolVar(&in.Approve, "approve", false, "approve up front instead of waiting for 'kopsdr approve'")
+	f.DurationVar(&approvalWait, "approval-timeout", api.DefaultApprovalTimeout, "how long to wait for approval before giving up having created nothing")
 	f.StringSliceVar(&verify.MainEndpoints, "verify-main-endpoints", nil, "after the restart, wait until etcd main answers here with every member")
 	f.StringSliceVar(&verify.EventsEndpoints, "verify-events-endpoints", nil, "and etcd events here")
 	f.StringVar(&verify.CACert, "cacert", "", "etcd CA path on the worker, for the verification")
 	f.StringVar(&verify.Cert, "cert", "", "etcd client certificate path on the worker")
 	f.StringVar(&verify.Key, "key", "", "etcd client key path on the worker")
-	f.StringVar(&verify.Timeout, "verify-timeout", "", "how long to wait for etcd (default 15m)")
+	f.DurationVar(&verifyWait, "verify-timeout", api.DefaultVerifyTimeout, "how long to wait for etcd")
 	f.Int32Var(&in.MaxAttempts, "max-attempts", 0, "attempts of a failing EC2 step (default 10)")
 	f.BoolVar(&wait, "wait", false, "follow the restore and print its report")
-	_ = cmd.MarkFlagRequired("cluster")
 	return cmd
 }
 
 // printVolumeReport is the text form of a restore's report.
-func printVolumeReport(w io.Writer, rep workflows.VolumeRestoreReport) {
+func printVolumeReport(w io.Writer, rep api.VolumeRestoreReport) {
 	fmt.Fprintf(w, "restore %s: %s\n", rep.WorkflowID, rep.Step)
 	if p := rep.Plan; p != nil {
 		if p.SnapshotSet != "" {
@@ -202,12 +234,12 @@ func printVolumeReport(w io.Writer, rep workflows.VolumeRestoreReport) {
 		}
 		fmt.Fprintf(w, "restart %s %v, old volumes: %s\n", p.Restart, p.Instances, p.OldVolumes)
 		for _, m := range p.Members {
-			old := "(none)"
-			if m.OldVolume != nil {
-				old = m.OldVolume.ID
+			old := m.OldVolume
+			if old == "" {
+				old = "(none)"
 			}
-			fmt.Fprintf(w, "  %s\t%s\t%s -> new %s %dGiB, replacing %s; %s\n", m.Key(), m.AvailabilityZone, m.Snapshot.ID,
-				m.New.Spec.Type, m.New.Spec.Size, old, m.Encryption)
+			fmt.Fprintf(w, "  %s/%s\t%s\t%s -> new %s %dGiB, replacing %s; %s\n", m.EtcdCluster, m.Member, m.AvailabilityZone, m.Snapshot,
+				m.VolumeType, m.SizeGiB, old, m.Encryption)
 		}
 		for _, warn := range p.Warnings {
 			fmt.Fprintf(w, "warning: %s\n", warn)
@@ -219,15 +251,14 @@ func printVolumeReport(w io.Writer, rep workflows.VolumeRestoreReport) {
 		}
 		fmt.Fprintf(w, "  %s/%s\t%s\tnew %s\told %s %s\n", m.EtcdCluster, m.Member, m.State, m.NewVolume, m.OldVolume, m.OldVolumeOutcome)
 	}
+	if d := rep.Approval; d != nil {
+		printDecision(w, d)
+	} else if !rep.ApprovalDeadline.IsZero() {
+		fmt.Fprintf(w, "approval: waiting until %s: kopsdr approve %s (or reject)\n", rep.ApprovalDeadline.Format(time.RFC3339), rep.WorkflowID)
+	}
 	if rep.LastError != "" {
 		fmt.Fprintf(w, "error: %s\n", rep.LastError)
 	}
-}
-
-func (a *app) printStarted(run client.WorkflowRun) error {
-	return a.print(map[string]string{"workflowId": run.GetID(), "runId": run.GetRunID()}, func(w io.Writer) {
-		fmt.Fprintf(w, "started %s (follow it with: kopsdr status %s)\n", run.GetID(), run.GetID())
-	})
 }
 
 func (a *app) listVolumeSnapshotsCmd() *cobra.Command {
@@ -239,6 +270,12 @@ func (a *app) listVolumeSnapshotsCmd() *cobra.Command {
 It asks EC2 directly with the AWS credentials of this shell; no worker is needed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := api.CheckCluster(cluster); err != nil {
+				return err
+			}
+			if err := api.CheckRegion("region", region); err != nil {
+				return err
+			}
 			c, err := ebs.NewClient(cmd.Context(), region)
 			if err != nil {
 				return err
@@ -259,16 +296,15 @@ It asks EC2 directly with the AWS credentials of this shell; no worker is needed
 			})
 		},
 	}
-	cmd.Flags().StringVar(&cluster, "cluster", "", "kops cluster name (required)")
+	bindCluster(cmd, &cluster)
 	bindRegion(cmd, &region)
-	_ = cmd.MarkFlagRequired("cluster")
 	return cmd
 }
 
 // volumeSchedule holds the flags "schedule create --volume-snapshots" adds.
 type volumeSchedule struct {
 	enabled bool
-	in      workflows.VolumeSnapshotInput
+	in      api.VolumeSnapshotInput
 	rf      volumeRetentionFlags
 }
 
@@ -286,13 +322,9 @@ func (a *app) volumeScheduleFlags(cmd *cobra.Command) *volumeSchedule {
 	return v
 }
 
-// apply makes opts a volume snapshot schedule of cluster.
-func (v *volumeSchedule) apply(cluster string, opts *client.ScheduleOptions) {
+// input is the VolumeSnapshot input the schedule runs.
+func (v *volumeSchedule) input(cmd *cobra.Command, cluster string) api.VolumeSnapshotInput {
 	in := v.in
-	in.Cluster, in.Retention = cluster, v.rf.retention()
-	id := workflows.VolumeSnapshotWorkflowID(cluster)
-	opts.ID = id
-	opts.Action = &client.ScheduleWorkflowAction{
-		ID: id, Workflow: workflows.VolumeSnapshot, Args: []any{in}, TaskQueue: temporalconn.TaskQueue,
-	}
+	in.Cluster, in.Retention = cluster, v.rf.retention(cmd)
+	return in
 }

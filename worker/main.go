@@ -16,7 +16,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/kopsdr/kopsdr/internal/devserver"
-	"github.com/kopsdr/kopsdr/internal/registry"
+	"github.com/kopsdr/kopsdr/worker/registry"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 )
 

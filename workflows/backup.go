@@ -1,8 +1,6 @@
 package workflows
 
 import (
-	"fmt"
-	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -13,66 +11,6 @@ import (
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 )
 
-// EtcdBackupInput backs up one etcd cluster (main or events) of one kops
-// cluster. Only file paths on the worker travel here, never key material.
-type EtcdBackupInput struct {
-	Cluster     string   `json:"cluster"`
-	EtcdCluster string   `json:"etcdCluster"`           // main | events
-	StateStore  string   `json:"stateStore,omitempty"`  // kops state store; the backup store is <stateStore>/<cluster>/backups/etcd/<etcdCluster>
-	BackupStore string   `json:"backupStore,omitempty"` // or the backup store itself
-	Endpoints   []string `json:"endpoints"`
-	BackupOptions
-}
-
-// BackupOptions are the settings a backup of main and one of events share.
-// Embedded, their fields stay at the top level of the JSON input.
-type BackupOptions struct {
-	CACert      string     `json:"cacert,omitempty"`
-	Cert        string     `json:"cert,omitempty"`
-	Key         string     `json:"key,omitempty"`
-	SSEKMSKeyID string     `json:"sseKmsKeyId,omitempty"`
-	Retention   *Retention `json:"retention,omitempty"`
-	NoPrune     bool       `json:"noPrune,omitempty"`
-	PruneDryRun bool       `json:"pruneDryRun,omitempty"`
-	// MaxAttempts bounds how often an unreachable etcd or store is retried
-	// (with exponential backoff from 2 s) before the backup fails. Default 8.
-	MaxAttempts int32 `json:"maxAttempts,omitempty"`
-}
-
-// Retention is etcd-manager's pruning policy, as Go durations ("1h", "168h").
-type Retention struct {
-	KeepAllFor string `json:"keepAllFor,omitempty"` // default 1h
-	HourlyFor  string `json:"hourlyFor,omitempty"`  // default 168h (7 days)
-	DailyFor   string `json:"dailyFor,omitempty"`   // default 2160h (90 days)
-}
-
-// EtcdBackupResult describes the backup that was written.
-type EtcdBackupResult struct {
-	Cluster     string   `json:"cluster"`
-	EtcdCluster string   `json:"etcdCluster"`
-	Store       string   `json:"store"`
-	Backup      string   `json:"backup"`
-	Bytes       int64    `json:"bytes"`  // size of etcd.backup.gz
-	SHA256      string   `json:"sha256"` // of etcd.backup.gz
-	RawBytes    int64    `json:"rawBytes"`
-	RawSHA256   string   `json:"rawSha256"`
-	Revision    int64    `json:"revision"`
-	EtcdVersion string   `json:"etcdVersion"`
-	Endpoint    string   `json:"endpoint"`
-	Pruned      []string `json:"pruned"`
-	PruneDryRun bool     `json:"pruneDryRun,omitempty"`
-}
-
-// BackupStatus is what the "status" query returns.
-type BackupStatus struct {
-	Step      string `json:"step"`
-	Backup    string `json:"backup,omitempty"`
-	LastError string `json:"lastError,omitempty"`
-}
-
-// QueryStatus is the query name every kopsdr workflow answers.
-const QueryStatus = "status"
-
 // EtcdBackup takes one etcd-manager-format backup: reserve a name, stream the
 // snapshot into <name>/etcd.backup.gz, read it back and verify it, write
 // kopsdr.json and finally _etcd_backup.meta, then prune. If it fails after
@@ -82,7 +20,7 @@ func EtcdBackup(ctx workflow.Context, in EtcdBackupInput) (*EtcdBackupResult, er
 	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (BackupStatus, error) { return *status, nil }); err != nil {
 		return nil, err
 	}
-	store, retention, err := in.resolve()
+	store, retention, err := resolveBackup(in)
 	if err != nil {
 		return nil, invalidInput(err)
 	}
@@ -106,7 +44,7 @@ func EtcdBackup(ctx workflow.Context, in EtcdBackupInput) (*EtcdBackupResult, er
 	var up activities.UploadResult
 	uploadCtx := workflow.WithActivityOptions(ctx, uploadActivityOptions(in.MaxAttempts))
 	err = workflow.ExecuteActivity(uploadCtx, a.UploadSnapshot, activities.UploadInput{
-		Store: store, Name: prep.Name, Etcd: in.etcdConfig(), SSEKMSKeyID: in.SSEKMSKeyID,
+		Store: store, Name: prep.Name, Etcd: backupEtcdConfig(in), SSEKMSKeyID: in.SSEKMSKeyID,
 	}).Get(ctx, &up)
 	if err == nil {
 		status.Step = "verify"
@@ -151,45 +89,23 @@ func discardIncomplete(ctx workflow.Context, store, name string) {
 	_ = workflow.ExecuteActivity(dctx, a.DiscardIncomplete, activities.DiscardInput{Store: store, Name: name}).Get(dctx, nil)
 }
 
-func (in EtcdBackupInput) etcdConfig() etcdconn.Config {
+func backupEtcdConfig(in EtcdBackupInput) etcdconn.Config {
 	return etcdconn.Config{Endpoints: in.Endpoints, CACert: in.CACert, Cert: in.Cert, Key: in.Key}
 }
 
-// resolve validates the input (pure checks only: files and stores are
-// checked by activities on the worker) and derives the store and policy.
-func (in EtcdBackupInput) resolve() (string, etcdmanager.RetentionPolicy, error) {
-	if err := checkCluster(in.Cluster); err != nil {
+// resolveBackup validates the input (api's checks: nothing here touches a
+// file or a store) and derives the store and the pruning policy.
+func resolveBackup(in EtcdBackupInput) (string, etcdmanager.RetentionPolicy, error) {
+	if err := in.Validate(); err != nil {
 		return "", etcdmanager.RetentionPolicy{}, err
 	}
-	if err := checkEtcdCluster("etcdCluster", in.EtcdCluster); err != nil {
-		return "", etcdmanager.RetentionPolicy{}, err
-	}
-	if len(in.Endpoints) == 0 {
-		return "", etcdmanager.RetentionPolicy{}, invalid("endpoints", "", `list the etcd client URLs, e.g. ["https://127.0.0.1:4001"] for main or :4002 for events`)
-	}
-	store, err := BackupStoreFor(in.StateStore, in.BackupStore, in.Cluster, in.EtcdCluster)
+	store, err := in.Store()
 	if err != nil {
 		return "", etcdmanager.RetentionPolicy{}, err
 	}
-	policy, err := in.Retention.policy()
-	return store, policy, err
-}
-
-func (r *Retention) policy() (etcdmanager.RetentionPolicy, error) {
-	p := etcdmanager.DefaultRetention()
-	if r == nil {
-		return p, nil
-	}
-	for _, err := range []error{
-		setDuration("retention.keepAllFor", r.KeepAllFor, &p.KeepAllFor),
-		setDuration("retention.hourlyFor", r.HourlyFor, &p.HourlyFor),
-		setDuration("retention.dailyFor", r.DailyFor, &p.DailyFor),
-	} {
-		if err != nil {
-			return p, err
-		}
-	}
-	return p, nil
+	var p etcdmanager.RetentionPolicy
+	p.KeepAllFor, p.HourlyFor, p.DailyFor, err = in.Retention.Durations()
+	return store, p, err
 }
 
 func backupActivityOptions(maxAttempts int32) workflow.ActivityOptions {
@@ -218,16 +134,4 @@ func uploadActivityOptions(maxAttempts int32) workflow.ActivityOptions {
 func fail(status *BackupStatus, err error) error {
 	status.LastError, status.Step = err.Error(), "failed"
 	return err
-}
-
-// BackupStoreFor derives the backup store of one etcd cluster the way kops
-// lays it out: <stateStore>/<cluster>/backups/etcd/<etcdCluster>.
-func BackupStoreFor(stateStore, backupStore, cluster, etcdCluster string) (string, error) {
-	if backupStore != "" {
-		return backupStore, nil
-	}
-	if stateStore == "" {
-		return "", invalid("stateStore", "", "give the kops state store (as in KOPS_STATE_STORE, e.g. s3://my.clusters) or backupStore (e.g. s3://my.clusters/test.my.clusters/backups/etcd/main)")
-	}
-	return fmt.Sprintf("%s/%s/backups/etcd/%s", strings.TrimRight(stateStore, "/"), cluster, etcdCluster), nil
 }

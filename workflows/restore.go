@@ -3,7 +3,6 @@ package workflows
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -12,142 +11,8 @@ import (
 	"github.com/kopsdr/kopsdr/activities"
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/restart"
+	"github.com/kopsdr/kopsdr/workflows/api"
 )
-
-// EtcdManagerRestoreInput restores main and events of one kops cluster from
-// etcd-manager backups. Start it with workflow id restore/<cluster>.
-type EtcdManagerRestoreInput struct {
-	Cluster    string `json:"cluster"`
-	StateStore string `json:"stateStore,omitempty"` // stores are <stateStore>/<cluster>/backups/etcd/{main,events}
-	// Backup selects the backup of both etcd clusters unless one sets its
-	// own: "latest" (default), a backup name, or "latest-before:<RFC3339>".
-	Backup string        `json:"backup,omitempty"`
-	Main   RestoreTarget `json:"main"`
-	Events RestoreTarget `json:"events"`
-	// etcd client TLS files on the worker, for verification and clean-up.
-	CACert string `json:"cacert,omitempty"`
-	Cert   string `json:"cert,omitempty"`
-	Key    string `json:"key,omitempty"`
-	// Masters lists each master's Docker endpoint; or Discover finds them in EC2.
-	Masters  []MasterInput  `json:"masters,omitempty"`
-	Discover *DiscoverInput `json:"discover,omitempty"`
-	// LiveMasterIPs are the apiserver IPs whose master leases stay; default
-	// the masters' ip fields, or the discovered instances' private IPs.
-	LiveMasterIPs []string `json:"liveMasterIPs,omitempty"`
-
-	DryRun          bool   `json:"dryRun,omitempty"`
-	Approve         bool   `json:"approve,omitempty"`
-	ApprovalTimeout string `json:"approvalTimeout,omitempty"` // default 24h
-	RestoreTimeout  string `json:"restoreTimeout,omitempty"`  // per etcd cluster, default 15m
-	NoSafetyBackup  bool   `json:"noSafetyBackup,omitempty"`
-	NoLeaseCleanup  bool   `json:"noLeaseCleanup,omitempty"`
-}
-
-// RestoreTarget is one etcd cluster: its backup, store and endpoints.
-type RestoreTarget struct {
-	Backup      string   `json:"backup,omitempty"`
-	BackupStore string   `json:"backupStore,omitempty"`
-	Endpoints   []string `json:"endpoints"`
-}
-
-// MasterInput is one master: its node name, Docker endpoint and IP.
-type MasterInput struct {
-	Name    string `json:"name,omitempty"` // kubelet node name; narrows the container match
-	Docker  string `json:"docker"`         // unix:///var/run/docker.sock or tcp://10.0.1.10:2376
-	IP      string `json:"ip,omitempty"`   // the apiserver IP, for the lease clean-up
-	TLSCA   string `json:"tlsCA,omitempty"`
-	TLSCert string `json:"tlsCert,omitempty"`
-	TLSKey  string `json:"tlsKey,omitempty"`
-}
-
-// DiscoverInput finds masters as running EC2 instances tagged for the cluster.
-type DiscoverInput struct {
-	Region                 string `json:"region"`
-	DockerEndpointTemplate string `json:"dockerEndpointTemplate"` // e.g. tcp://{{.PrivateIP}}:2376
-	TLSCA                  string `json:"tlsCA,omitempty"`
-	TLSCert                string `json:"tlsCert,omitempty"`
-	TLSKey                 string `json:"tlsKey,omitempty"`
-}
-
-// RestorePlan is what the restore will do; dryRun returns it.
-type RestorePlan struct {
-	Backups    []PlannedBackup `json:"backups"`
-	Masters    []PlannedMaster `json:"masters"`
-	LiveIPs    []string        `json:"liveMasterIps"`
-	LeaseRule  string          `json:"leaseRule"`
-	SafetyNote string          `json:"safetyBackup"`
-}
-
-// PlannedBackup is one etcd cluster's chosen backup.
-type PlannedBackup struct {
-	EtcdCluster string `json:"etcdCluster"`
-	Store       string `json:"store"`
-	Backup      string `json:"backup"`
-	Age         string `json:"age"`
-	Revision    int64  `json:"revision,omitempty"`
-	Bytes       int64  `json:"bytes"`
-	EtcdVersion string `json:"etcdVersion"`
-	MemberCount int32  `json:"memberCount"`
-}
-
-// PlannedMaster lists the containers that will be restarted on a master.
-type PlannedMaster struct {
-	Master     string   `json:"master"`
-	Endpoint   string   `json:"endpoint"`
-	Containers []string `json:"containers"`
-}
-
-// Approval is who approved or rejected, and why: the payload of the approve
-// and reject signals and updates of both restores,
-// {"by": "alice", "comment": "INC-42"}.
-type Approval struct {
-	By      string `json:"by"`
-	Comment string `json:"comment,omitempty"`
-}
-
-// StepTime is when a step ran.
-type StepTime struct {
-	Step    string    `json:"step"`
-	Started time.Time `json:"started"`
-	Ended   time.Time `json:"ended,omitempty"`
-	Seconds float64   `json:"seconds,omitempty"`
-}
-
-// RestoreStatus is the "status" query of both restore workflows.
-type RestoreStatus struct {
-	Step      string            `json:"step"`
-	Masters   map[string]string `json:"masters,omitempty"` // master -> state
-	Steps     []StepTime        `json:"steps"`
-	Plan      *RestorePlan      `json:"plan,omitempty"`
-	Approval  *Approval         `json:"approval,omitempty"`
-	LastError string            `json:"lastError,omitempty"`
-}
-
-// EtcdManagerRestoreResult is what was done.
-type EtcdManagerRestoreResult struct {
-	DryRun        bool                             `json:"dryRun,omitempty"`
-	Plan          RestorePlan                      `json:"plan"`
-	ApprovedBy    *Approval                        `json:"approvedBy,omitempty"`
-	SafetyBackups map[string]string                `json:"safetyBackups,omitempty"` // etcd cluster -> backup name
-	Commands      map[string]string                `json:"commands,omitempty"`
-	Restarts      []restart.Restarted              `json:"restarts,omitempty"`
-	Restored      map[string]activities.WaitResult `json:"restored,omitempty"`
-	LeasesDeleted []string                         `json:"leasesDeleted,omitempty"`
-	Steps         []StepTime                       `json:"steps"`
-}
-
-// Signal, update and query names shared by both restores.
-const (
-	SignalApprove = "approve"
-	SignalReject  = "reject"
-	UpdateApprove = "approve"
-	UpdateReject  = "reject"
-)
-
-// RestoreWorkflowID is the one id a restore of a cluster runs under, both
-// the etcd-manager and the volume restore, so a second restore of the same
-// cluster is refused while one runs.
-func RestoreWorkflowID(cluster string) string { return "restore/" + cluster }
 
 // EtcdManagerRestore runs the runbook's etcd-manager restore: pre-flight
 // (changes nothing), plan, approval, safety backup, restore commands,
@@ -157,9 +22,16 @@ func RestoreWorkflowID(cluster string) string { return "restore/" + cluster }
 func EtcdManagerRestore(ctx workflow.Context, in EtcdManagerRestoreInput) (*EtcdManagerRestoreResult, error) {
 	r := &restoreRun{in: in, status: &RestoreStatus{Step: "validate", Masters: map[string]string{}}}
 	r.res = &EtcdManagerRestoreResult{DryRun: in.DryRun}
-	if err := r.setHandlers(ctx); err != nil {
+	if err := workflow.SetQueryHandler(ctx, api.QueryStatus, func() (RestoreStatus, error) { return *r.status, nil }); err != nil {
 		return nil, err
 	}
+	gate, err := newApprovalGate(ctx, in.DryRun, func() string { return r.status.Step }, func(d *api.Decision, deadline time.Time) {
+		r.status.Approval, r.res.Approval, r.status.ApprovalDeadline = d, d, deadline
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.gate = gate
 	res, err := r.run(ctx)
 	if err != nil {
 		r.status.LastError, r.status.Step = err.Error(), "failed: "+r.status.Step
@@ -169,74 +41,18 @@ func EtcdManagerRestore(ctx workflow.Context, in EtcdManagerRestoreInput) (*Etcd
 }
 
 type restoreRun struct {
-	in       EtcdManagerRestoreInput
-	status   *RestoreStatus
-	res      *EtcdManagerRestoreResult
-	decision *Approval
-	approved bool
-	waiting  bool
+	in     EtcdManagerRestoreInput
+	status *RestoreStatus
+	res    *EtcdManagerRestoreResult
+	gate   *approvalGate
 	// resolved input
+	ecs          []string // the etcd clusters restored
 	stores       map[string]string
 	etcd         map[string]etcdconn.Config
 	targets      []restart.Target
 	live         []string
 	approvalWait time.Duration
 	restoreWait  time.Duration
-}
-
-func (r *restoreRun) setHandlers(ctx workflow.Context) error {
-	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (RestoreStatus, error) { return *r.status, nil }); err != nil {
-		return err
-	}
-	decide := func(ok bool) func(workflow.Context, Approval) error {
-		return func(_ workflow.Context, a Approval) error {
-			if r.decision == nil {
-				r.decision, r.approved = &a, ok
-			}
-			return nil
-		}
-	}
-	validate := func(_ workflow.Context, a Approval) error {
-		if !r.waiting || r.decision != nil {
-			return fmt.Errorf("restore is not waiting for approval (step %s)", r.status.Step)
-		}
-		if strings.TrimSpace(a.By) == "" {
-			return fmt.Errorf(`say who decides: {"by": "your name"}`)
-		}
-		return nil
-	}
-	for _, u := range []struct {
-		name string
-		ok   bool
-	}{{UpdateApprove, true}, {UpdateReject, false}} {
-		if err := workflow.SetUpdateHandlerWithOptions(ctx, u.name, decide(u.ok), workflow.UpdateHandlerOptions{Validator: validate}); err != nil {
-			return err
-		}
-	}
-	// Signals (what `temporal workflow signal` and the Web UI send) carry
-	// the same payload. One that arrives before the plan is shown is
-	// ignored: nobody can approve what they have not seen.
-	for _, sg := range []struct {
-		name string
-		ok   bool
-	}{{SignalApprove, true}, {SignalReject, false}} {
-		ch := workflow.GetSignalChannel(ctx, sg.name)
-		workflow.Go(ctx, func(gctx workflow.Context) {
-			for {
-				var a Approval
-				ch.Receive(gctx, &a)
-				if r.waiting && r.decision == nil {
-					if a.By == "" {
-						a.By = "signal " + sg.name
-					}
-					r.decision, r.approved = &a, sg.ok
-				} else {
-					workflow.GetLogger(gctx).Warn("ignored signal: restore is not waiting for approval", "signal", sg.name)
-				}
-			}
-		})
-	}
-	return nil
 }
 
 func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error) {
@@ -271,9 +87,9 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 	// 1. Pre-flight: changes nothing.
 	done := r.step(ctx, "preflight")
 	pin := activities.PreflightInput{Masters: r.targets}
-	for _, ec := range EtcdClusters {
+	for _, ec := range r.ecs {
 		pin.Clusters = append(pin.Clusters, activities.PreflightCluster{
-			EtcdCluster: ec, Field: ec + ".backup", Store: r.stores[ec], Backup: r.backupSelector(ec), Etcd: r.etcd[ec],
+			EtcdCluster: ec, Field: ec + ".backup", Store: r.stores[ec], Backup: r.in.BackupSelector(ec), Etcd: r.etcd[ec],
 		})
 	}
 	var pre activities.PreflightResult
@@ -328,7 +144,7 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 		HeartbeatTimeout:    30 * time.Second,
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3, NonRetryableErrorTypes: []string{activities.ErrTypeRestoreTimeout}},
 	})
-	r.res.Restored = map[string]activities.WaitResult{}
+	r.res.Restored = map[string]api.RestoredCluster{}
 	waits := map[string]workflow.Future{}
 	for _, c := range pre.Clusters {
 		waits[c.EtcdCluster] = workflow.ExecuteActivity(wctx, a.WaitRestored, activities.WaitInput{
@@ -337,7 +153,7 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 		})
 	}
 	for _, c := range pre.Clusters {
-		var w activities.WaitResult
+		var w api.RestoredCluster
 		if err := waits[c.EtcdCluster].Get(ctx, &w); err != nil {
 			return nil, err
 		}
@@ -346,7 +162,7 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 	done()
 
 	// 8. Master-lease clean-up on main.
-	if !r.in.NoLeaseCleanup {
+	if r.in.CleansLeases() {
 		done = r.step(ctx, "clean master leases")
 		lctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 			StartToCloseTimeout: 3 * time.Minute, HeartbeatTimeout: 30 * time.Second,
@@ -378,23 +194,6 @@ func (r *restoreRun) step(ctx workflow.Context, name string) func() {
 	}
 }
 
-func (r *restoreRun) backupSelector(ec string) string {
-	if t := r.target(ec); t.Backup != "" {
-		return t.Backup
-	}
-	if r.in.Backup != "" {
-		return r.in.Backup
-	}
-	return "latest"
-}
-
-func (r *restoreRun) target(ec string) RestoreTarget {
-	if ec == "events" {
-		return r.in.Events
-	}
-	return r.in.Main
-}
-
 func (r *restoreRun) plan(ctx workflow.Context, pre activities.PreflightResult) RestorePlan {
 	now := workflow.Now(ctx)
 	p := RestorePlan{LiveIPs: r.live,
@@ -414,7 +213,7 @@ func (r *restoreRun) plan(ctx workflow.Context, pre activities.PreflightResult) 
 	}
 	for _, m := range pre.Masters {
 		pm := PlannedMaster{Master: m.Master, Endpoint: m.Endpoint}
-		for _, ec := range EtcdClusters {
+		for _, ec := range r.ecs {
 			pm.Containers = append(pm.Containers, m.Containers[ec]...)
 		}
 		p.Masters = append(p.Masters, pm)
@@ -425,29 +224,10 @@ func (r *restoreRun) plan(ctx workflow.Context, pre activities.PreflightResult) 
 func (r *restoreRun) approval(ctx workflow.Context) error {
 	done := r.step(ctx, "approval")
 	defer done()
-	if r.in.Approve {
-		r.res.ApprovedBy = &Approval{By: "input (approve: true)"}
-		r.status.Approval = r.res.ApprovedBy
-		return nil
+	if !r.in.Approve {
+		r.status.Step = api.StepAwaitingApproval
 	}
-	r.waiting = true
-	r.status.Step = "waiting for approval (kopsdr approve " + workflow.GetInfo(ctx).WorkflowExecution.ID + ")"
-	decided, err := workflow.AwaitWithTimeout(ctx, r.approvalWait, func() bool { return r.decision != nil })
-	r.waiting = false
-	if err != nil {
-		return err
-	}
-	if !decided {
-		return temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("nobody approved the restore within %v; nothing was changed", r.approvalWait), ErrTypeApprovalTimedOut, nil)
-	}
-	r.status.Approval = r.decision
-	if !r.approved {
-		return temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("restore rejected by %s (%s); nothing was changed", r.decision.By, r.decision.Comment), ErrTypeRestoreRejected, nil)
-	}
-	r.res.ApprovedBy = r.decision
-	return nil
+	return r.gate.await(ctx, r.in.Approve, r.approvalWait)
 }
 
 func (r *restoreRun) safetyBackup(ctx workflow.Context, pre activities.PreflightResult) error {
@@ -471,7 +251,7 @@ func (r *restoreRun) safetyBackup(ctx workflow.Context, pre activities.Preflight
 			BackupOptions: BackupOptions{CACert: e.CACert, Cert: e.Cert, Key: e.Key, NoPrune: true, MaxAttempts: 3},
 		})
 	}
-	for _, ec := range EtcdClusters {
+	for _, ec := range r.ecs {
 		f, ok := futures[ec]
 		if !ok {
 			continue
@@ -503,7 +283,7 @@ func (r *restoreRun) restartAll(ctx workflow.Context) error {
 	}
 	var rs activities.RestartResult
 	err := workflow.ExecuteActivity(rctx, a.RestartEtcdManagers, activities.RestartInput{
-		Targets: r.targets, EtcdClusters: EtcdClusters, Since: workflow.Now(ctx).UTC(),
+		Targets: r.targets, EtcdClusters: r.ecs, Since: workflow.Now(ctx).UTC(),
 	}).Get(ctx, &rs)
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) && appErr.HasDetails() {
@@ -516,7 +296,7 @@ func (r *restoreRun) restartAll(ctx workflow.Context) error {
 			r.status.Masters[t.Name()] = "restarted"
 		}
 	}
-	r.res.Restarts = rs.Restarted
+	r.res.Restarts = containerRestarts(rs)
 	if err != nil {
 		return fmt.Errorf("could not restart etcd-manager on every master: %w", err)
 	}
@@ -527,32 +307,24 @@ func (r *restoreRun) restartAll(ctx workflow.Context) error {
 // activities) and derives stores, etcd configs, masters and timeouts.
 func (r *restoreRun) resolve(ctx workflow.Context) error {
 	in := r.in
-	if err := checkCluster(in.Cluster); err != nil {
+	if err := in.Validate(); err != nil {
 		return err
 	}
-	if id := workflow.GetInfo(ctx).WorkflowExecution.ID; id != RestoreWorkflowID(in.Cluster) {
-		return invalid("workflow id", id, fmt.Sprintf("start the restore with workflow id %q, so that two restores of one cluster can never run at once", RestoreWorkflowID(in.Cluster)))
+	if id := workflow.GetInfo(ctx).WorkflowExecution.ID; id != api.RestoreWorkflowID(in.Cluster) {
+		return invalid("workflow id", id, fmt.Sprintf("start the restore with workflow id %q, so that two restores of one cluster can never run at once", api.RestoreWorkflowID(in.Cluster)))
 	}
+	r.ecs = in.Selected()
 	r.stores, r.etcd = map[string]string{}, map[string]etcdconn.Config{}
-	for _, ec := range EtcdClusters {
-		t := r.target(ec)
-		store, err := BackupStoreFor(in.StateStore, t.BackupStore, in.Cluster, ec)
+	for _, ec := range r.ecs {
+		t := in.Target(ec)
+		store, err := api.BackupStoreFor(in.StateStore, t.BackupStore, in.Cluster, ec, ec+".backupStore")
 		if err != nil {
-			return prefixField(err, ec)
-		}
-		if len(t.Endpoints) == 0 {
-			return invalid(ec+".endpoints", "", fmt.Sprintf("list etcd %s's client URLs on the masters, e.g. [\"https://10.0.1.10:%d\"]", ec, map[string]int{"main": 4001, "events": 4002}[ec]))
+			return err
 		}
 		r.stores[ec] = store
 		r.etcd[ec] = etcdconn.Config{Endpoints: t.Endpoints, CACert: in.CACert, Cert: in.Cert, Key: in.Key}
 	}
-	if (len(in.Masters) == 0) == (in.Discover == nil) {
-		return invalid("masters", "", `give either "masters" (each {"name", "docker", "ip"}) or "discover" ({"region", "dockerEndpointTemplate"})`)
-	}
-	for i, m := range in.Masters {
-		if m.Docker == "" {
-			return invalid(fmt.Sprintf("masters[%d].docker", i), "", "give the master's Docker endpoint, e.g. tcp://10.0.1.10:2376 or unix:///var/run/docker.sock")
-		}
+	for _, m := range in.Masters {
 		r.targets = append(r.targets, restart.Target{Master: m.Name, Endpoint: m.Docker, TLSCA: m.TLSCA, TLSCert: m.TLSCert, TLSKey: m.TLSKey})
 		if m.IP != "" && len(in.LiveMasterIPs) == 0 {
 			r.live = append(r.live, m.IP)
@@ -561,14 +333,10 @@ func (r *restoreRun) resolve(ctx workflow.Context) error {
 	if len(in.LiveMasterIPs) > 0 {
 		r.live = in.LiveMasterIPs
 	}
-	if !in.NoLeaseCleanup && in.Discover == nil && len(r.live) == 0 {
-		return invalid("liveMasterIPs", "", `list the live masters' IPs (or give each master an "ip"), or set "noLeaseCleanup": true`)
-	}
-	r.approvalWait, r.restoreWait = 24*time.Hour, 15*time.Minute
-	if err := setDuration("approvalTimeout", in.ApprovalTimeout, &r.approvalWait); err != nil {
-		return err
-	}
-	return setDuration("restoreTimeout", in.RestoreTimeout, &r.restoreWait)
+	// Validate has parsed both.
+	r.approvalWait, _ = api.Duration("approvalTimeout", in.ApprovalTimeout, api.DefaultApprovalTimeout)
+	r.restoreWait, _ = api.Duration("restoreTimeout", in.RestoreTimeout, api.DefaultRestoreTimeout)
+	return nil
 }
 
 func restoreActivityOptions(timeout time.Duration, attempts int32) workflow.ActivityOptions {
@@ -583,4 +351,13 @@ func restoreActivityOptions(timeout time.Duration, attempts int32) workflow.Acti
 			NonRetryableErrorTypes: []string{activities.ErrTypeInvalidInput, activities.ErrTypeAccessDenied, activities.ErrTypePreflight},
 		},
 	}
+}
+
+// containerRestarts is the restart step's outcome in the contract's terms.
+func containerRestarts(rs activities.RestartResult) []api.ContainerRestart {
+	out := make([]api.ContainerRestart, 0, len(rs.Restarted))
+	for _, x := range rs.Restarted {
+		out = append(out, api.ContainerRestart{Before: x.Before.Name, After: x.After.Name, Action: x.Action})
+	}
+	return out
 }

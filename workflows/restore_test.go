@@ -109,7 +109,7 @@ func TestRestoreApprovedBySignal(t *testing.T) {
 	require.NoError(t, env.GetWorkflowError())
 	var res EtcdManagerRestoreResult
 	require.NoError(t, env.GetWorkflowResult(&res))
-	require.Equal(t, "alice", res.ApprovedBy.By)
+	require.Equal(t, "alice", res.Approval.By)
 	require.Equal(t, []string{"/registry/masterleases/10.0.0.9"}, res.LeasesDeleted)
 	require.Equal(t, "2026-11-20T10:05:00Z-000000", res.Commands["main"])
 }

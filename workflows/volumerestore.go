@@ -3,7 +3,6 @@ package workflows
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -11,103 +10,10 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/kopsdr/kopsdr/activities"
-	"github.com/kopsdr/kopsdr/internal/backupstore"
 	"github.com/kopsdr/kopsdr/internal/ebs"
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
+	"github.com/kopsdr/kopsdr/workflows/api"
 )
-
-// Error types a restore ends with when it does not run.
-const (
-	ErrTypeRestoreRejected  = "RestoreRejected"
-	ErrTypeApprovalTimedOut = "ApprovalTimedOut"
-	ErrTypeRestoreFailed    = "RestoreFailed" // a step failed after approval; see rolledBack
-)
-
-// VolumeRestoreInput restores etcd volumes of one kops cluster from EBS
-// snapshots. Plain JSON with defaults; no credentials: the worker's AWS
-// environment provides them.
-type VolumeRestoreInput struct {
-	Cluster    string `json:"cluster"`
-	Region     string `json:"region"`
-	StateStore string `json:"stateStore"` // kops state store: the cluster spec's encryption rules are read from <stateStore>/<cluster>/config
-	// Which members: by default every member of main and events.
-	EtcdClusters []string `json:"etcdClusters,omitempty"`
-	Members      []string `json:"members,omitempty"`
-	// Which snapshots: at most one of snapshotSet, snapshotIds and at; by
-	// default the newest set with a completed snapshot of every member.
-	SnapshotSet string   `json:"snapshotSet,omitempty"`
-	SnapshotIDs []string `json:"snapshotIds,omitempty"`
-	At          string   `json:"at,omitempty"`         // RFC 3339: the newest complete set taken at or before
-	OldVolumes  string   `json:"oldVolumes,omitempty"` // untag (default) | delete (once detached)
-	Restart     string   `json:"restart,omitempty"`    // reboot (default) | stop-start | none
-	DryRun      bool     `json:"dryRun,omitempty"`     // stop after the plan and return it
-	Approve     bool     `json:"approve,omitempty"`    // approved up front: no waiting
-	// ApprovalTimeout is how long to wait for approve or reject (Go
-	// duration, default "24h"); then the restore ends having created nothing.
-	ApprovalTimeout string `json:"approvalTimeout,omitempty"`
-	// Verify, if set, is where etcd answers after the masters restarted: the
-	// restore then waits until every member is back.
-	Verify *VolumeVerify `json:"verify,omitempty"`
-	// MaxAttempts bounds how often a failing EC2 step is retried. Default 10.
-	MaxAttempts int32 `json:"maxAttempts,omitempty"`
-}
-
-// VolumeVerify says where the restored etcd clusters answer. Paths are on
-// the worker.
-type VolumeVerify struct {
-	MainEndpoints   []string `json:"mainEndpoints,omitempty"`
-	EventsEndpoints []string `json:"eventsEndpoints,omitempty"`
-	CACert          string   `json:"cacert,omitempty"`
-	Cert            string   `json:"cert,omitempty"`
-	Key             string   `json:"key,omitempty"`
-	Timeout         string   `json:"timeout,omitempty"` // default "15m"
-}
-
-// VolumeRestoreReport is both the "status" query's answer and the result:
-// the step, the plan, the decision, every member's state and what became
-// of its old volume, with times.
-type VolumeRestoreReport struct {
-	Cluster          string               `json:"cluster"`
-	WorkflowID       string               `json:"workflowId"`
-	Step             string               `json:"step"`
-	DryRun           bool                 `json:"dryRun,omitempty"`
-	StartedAt        time.Time            `json:"startedAt"`
-	UpdatedAt        time.Time            `json:"updatedAt"`
-	FinishedAt       time.Time            `json:"finishedAt,omitzero"`
-	Plan             *ebs.RestorePlan     `json:"plan,omitempty"`
-	ApprovalDeadline time.Time            `json:"approvalDeadline,omitzero"`
-	Approval         *VolumeDecision      `json:"approval,omitempty"`
-	Members          []VolumeMemberStatus `json:"members"`
-	Restarted        []string             `json:"restarted,omitempty"`
-	EtcdMembers      map[string]int       `json:"etcdMembers,omitempty"` // members answering after the restart, per etcd cluster
-	RolledBack       bool                 `json:"rolledBack,omitempty"`
-	LastError        string               `json:"lastError,omitempty"`
-}
-
-// VolumeDecision is how the restore was approved or rejected.
-type VolumeDecision struct {
-	Decision string    `json:"decision"` // approved | rejected
-	By       string    `json:"by"`
-	Comment  string    `json:"comment,omitempty"`
-	Via      string    `json:"via"` // input | signal | update
-	At       time.Time `json:"at"`
-}
-
-// VolumeMemberStatus is one member's progress.
-type VolumeMemberStatus struct {
-	EtcdCluster      string            `json:"etcdCluster"`
-	Member           string            `json:"member"`
-	AvailabilityZone string            `json:"availabilityZone"`
-	Snapshot         string            `json:"snapshot"`
-	OldVolume        string            `json:"oldVolume,omitempty"`
-	NewVolume        string            `json:"newVolume,omitempty"`
-	Instance         string            `json:"instance,omitempty"`
-	State            string            `json:"state"` // planned, creating, waiting, tagging, tagged, restored, rolled-back, failed
-	OldTags          map[string]string `json:"oldTags,omitempty"`
-	OldVolumeOutcome string            `json:"oldVolumeOutcome,omitempty"` // untagged | deleted | kept: why
-	Error            string            `json:"error,omitempty"`
-	UpdatedAt        time.Time         `json:"updatedAt"`
-}
 
 // volumeRestore is one VolumeRestore run's state.
 type volumeRestore struct {
@@ -115,6 +21,7 @@ type volumeRestore struct {
 	ctx    workflow.Context
 	actx   workflow.Context // EC2 activity options
 	rep    *VolumeRestoreReport
+	gate   *approvalGate
 	plan   ebs.RestorePlan
 	runs   []*volumeMemberRun
 	verify map[string]etcdconn.Config
@@ -143,9 +50,16 @@ func VolumeRestore(ctx workflow.Context, in VolumeRestoreInput) (*VolumeRestoreR
 		Cluster: in.Cluster, WorkflowID: info.WorkflowExecution.ID, Step: "validate", DryRun: in.DryRun,
 		StartedAt: now, UpdatedAt: now, Members: []VolumeMemberStatus{},
 	}}
-	if err := r.handlers(); err != nil {
+	if err := workflow.SetQueryHandler(ctx, api.QueryStatus, func() (VolumeRestoreReport, error) { return *r.rep, nil }); err != nil {
 		return nil, err
 	}
+	gate, err := newApprovalGate(ctx, in.DryRun, func() string { return r.rep.Step }, func(d *api.Decision, deadline time.Time) {
+		r.rep.Approval, r.rep.ApprovalDeadline, r.rep.UpdatedAt = d, deadline, r.now()
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.gate = gate
 	sel, approvalTimeout, verifyTimeout, err := r.resolve()
 	if err != nil {
 		return nil, r.fail(invalidInput(err))
@@ -161,7 +75,7 @@ func VolumeRestore(ctx workflow.Context, in VolumeRestoreInput) (*VolumeRestoreR
 	}).Get(ctx, &r.plan); err != nil {
 		return nil, r.fail(err)
 	}
-	r.rep.Plan = &r.plan
+	r.rep.Plan = volumePlan(r.plan)
 	for i := range r.plan.Members {
 		m := r.plan.Members[i]
 		st := VolumeMemberStatus{EtcdCluster: m.EtcdCluster, Member: m.Member, AvailabilityZone: m.AvailabilityZone,
@@ -233,93 +147,14 @@ func (r *volumeRestore) fail(err error) error {
 	return err
 }
 
-// handlers registers the status query and the approve/reject signals and
-// updates before anything can block.
-func (r *volumeRestore) handlers() error {
-	if err := workflow.SetQueryHandler(r.ctx, QueryStatus, func() (VolumeRestoreReport, error) { return *r.rep, nil }); err != nil {
-		return err
-	}
-	for _, name := range []string{UpdateApprove, UpdateReject} {
-		decision := map[string]string{UpdateApprove: "approved", UpdateReject: "rejected"}[name]
-		if err := workflow.SetUpdateHandlerWithOptions(r.ctx, name,
-			func(ctx workflow.Context, a Approval) (VolumeRestoreReport, error) {
-				r.decide(decision, a, "update")
-				return *r.rep, nil
-			},
-			workflow.UpdateHandlerOptions{Validator: func(ctx workflow.Context, a Approval) error {
-				if strings.TrimSpace(a.By) == "" {
-					return errors.New(`say who decides: {"by": "<name>", "comment": "<why>"}`)
-				}
-				return r.undecidable()
-			}}); err != nil {
-			return err
-		}
-		ch := workflow.GetSignalChannel(r.ctx, name)
-		workflow.Go(r.ctx, func(ctx workflow.Context) {
-			for {
-				var a Approval
-				ch.Receive(ctx, &a)
-				if err := r.undecidable(); err != nil {
-					workflow.GetLogger(ctx).Warn("ignored signal", "signal", name, "reason", err)
-					continue
-				}
-				if a.By == "" {
-					a.By = "signal " + name
-				}
-				r.decide(decision, a, "signal")
-			}
-		})
-	}
-	return nil
-}
-
-// undecidable says why approve/reject cannot be taken now (nil: it can).
-// As in the etcd-manager restore, only a restore showing its plan and
-// waiting can be decided: nobody approves a plan they have not seen (the
-// approve input is the way to approve up front).
-func (r *volumeRestore) undecidable() error {
-	switch {
-	case r.rep.Approval != nil:
-		return fmt.Errorf("already %s by %s", r.rep.Approval.Decision, r.rep.Approval.By)
-	case r.in.DryRun:
-		return errors.New("a dry run is never approved: start the restore again without dryRun")
-	case r.rep.Step != stepAwaitingApproval:
-		return fmt.Errorf("the restore is not waiting for approval (step %s)", r.rep.Step)
-	}
-	return nil
-}
-
-const stepAwaitingApproval = "awaiting approval"
-
-func (r *volumeRestore) decide(decision string, a Approval, via string) {
-	r.rep.Approval = &VolumeDecision{Decision: decision, By: a.By, Comment: a.Comment, Via: via, At: r.now()}
-	r.rep.UpdatedAt = r.rep.Approval.At
-}
-
 // awaitApproval waits for approve or reject unless the input approved up
 // front. Until approved nothing has been created, so a rejection or the
 // timeout simply ends the restore.
 func (r *volumeRestore) awaitApproval(timeout time.Duration) error {
-	if r.in.Approve && r.rep.Approval == nil {
-		r.decide("approved", Approval{By: "input"}, "input")
+	if !r.in.Approve {
+		r.step(api.StepAwaitingApproval)
 	}
-	if r.rep.Approval == nil {
-		r.step(stepAwaitingApproval)
-		r.rep.ApprovalDeadline = r.now().Add(timeout)
-		decided, err := workflow.AwaitWithTimeout(r.ctx, timeout, func() bool { return r.rep.Approval != nil })
-		if err != nil {
-			return err
-		}
-		if !decided {
-			return temporal.NewNonRetryableApplicationError(fmt.Sprintf(
-				"no approval within %s: the restore ended having created nothing", timeout), ErrTypeApprovalTimedOut, nil)
-		}
-	}
-	if d := r.rep.Approval; d.Decision != "approved" {
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf(
-			"rejected by %s (%s): the restore ended having created nothing", d.By, d.Comment), ErrTypeRestoreRejected, nil)
-	}
-	return nil
+	return r.gate.await(r.ctx, r.in.Approve, timeout)
 }
 
 // restoreMembers runs every member at once and waits for all of them, so
@@ -514,91 +349,45 @@ type volumeSelection struct {
 	restart, oldVolumes string
 }
 
-// resolve validates the input (pure checks) and applies the defaults.
+// resolve validates the input (api's checks) and applies the defaults.
 func (r *volumeRestore) resolve() (volumeSelection, time.Duration, time.Duration, error) {
 	in := r.in
 	var s volumeSelection
-	if err := checkCluster(in.Cluster); err != nil {
+	if err := in.Validate(); err != nil {
 		return s, 0, 0, err
 	}
-	if err := checkEC2Region(in.Region); err != nil {
-		return s, 0, 0, err
-	}
-	if in.StateStore == "" {
-		return s, 0, 0, invalid("stateStore", "", "give the kops state store (as in KOPS_STATE_STORE, e.g. s3://my.clusters): the cluster spec says which volumes are encrypted")
-	}
-	if _, err := backupstore.ParseURL(in.StateStore); err != nil {
-		return s, 0, 0, invalid("stateStore", in.StateStore, "use s3://bucket[/prefix] or file:///abs/path")
-	}
-	ecs, err := volumeEtcdClusters(in.EtcdClusters)
-	if err != nil {
-		return s, 0, 0, err
-	}
-	s.etcdClusters = ecs
-	for _, m := range in.Members {
-		if m == "" || strings.ContainsAny(m, "/, ") {
-			return s, 0, 0, invalid("members", m, "give etcd member names as in the cluster spec, e.g. a or us-east-1a")
-		}
-	}
-	chosen := 0
-	for _, set := range []bool{in.SnapshotSet != "", len(in.SnapshotIDs) > 0, in.At != ""} {
-		if set {
-			chosen++
-		}
-	}
-	if chosen > 1 {
-		return s, 0, 0, invalid("snapshotSet", in.SnapshotSet, "give at most one of snapshotSet, snapshotIds and at")
-	}
+	s.etcdClusters, _ = api.EtcdClusterList("etcdClusters", in.EtcdClusters)
 	s.selection = ebs.Selection{Set: in.SnapshotSet, SnapshotIDs: in.SnapshotIDs}
-	for _, id := range in.SnapshotIDs {
-		if !strings.HasPrefix(id, "snap-") {
-			return s, 0, 0, invalid("snapshotIds", id, "give EBS snapshot ids such as snap-0123456789abcdef0")
-		}
-	}
 	if in.At != "" {
-		t, err := time.Parse(time.RFC3339, in.At)
-		if err != nil {
-			return s, 0, 0, invalid("at", in.At, "give an RFC 3339 time such as 2026-11-21T22:00:00Z")
-		}
-		s.selection.At = t.UTC()
+		s.selection.At, _ = api.CheckTime("at", in.At)
 	}
-	s.restart = volumeDefault(in.Restart, ebs.RestartReboot)
-	if !slices.Contains([]string{ebs.RestartReboot, ebs.RestartStopStart, ebs.RestartNone}, s.restart) {
-		return s, 0, 0, invalid("restart", in.Restart, `use "reboot", "stop-start" or "none"`)
-	}
-	s.oldVolumes = volumeDefault(in.OldVolumes, ebs.OldVolumesUntag)
-	if s.oldVolumes != ebs.OldVolumesUntag && s.oldVolumes != ebs.OldVolumesDelete {
-		return s, 0, 0, invalid("oldVolumes", in.OldVolumes, `use "untag" (keep them, without kops tags) or "delete" (once detached)`)
-	}
-	approval := 24 * time.Hour
-	if err := setDuration("approvalTimeout", in.ApprovalTimeout, &approval); err != nil {
-		return s, 0, 0, err
-	}
-	verify := 15 * time.Minute
+	s.restart, s.oldVolumes = in.RestartMode(), in.OldVolumesMode()
+	approval, _ := api.Duration("approvalTimeout", in.ApprovalTimeout, api.DefaultApprovalTimeout)
+	verify := api.DefaultVerifyTimeout
 	if v := in.Verify; v != nil {
-		if err := setDuration("verify.timeout", v.Timeout, &verify); err != nil {
-			return s, 0, 0, err
-		}
+		verify, _ = api.Duration("verify.timeout", v.Timeout, api.DefaultVerifyTimeout)
 		r.verify = map[string]etcdconn.Config{}
-		for _, ec := range ecs {
-			eps := v.MainEndpoints
-			if ec == "events" {
-				eps = v.EventsEndpoints
-			}
-			if len(eps) > 0 {
+		for _, ec := range s.etcdClusters {
+			if eps := v.Endpoints(ec); len(eps) > 0 {
 				r.verify[ec] = etcdconn.Config{Endpoints: eps, CACert: v.CACert, Cert: v.Cert, Key: v.Key}
 			}
-		}
-		if len(r.verify) == 0 {
-			return s, 0, 0, invalid("verify.mainEndpoints", "", "give the etcd client URLs to check after the restart (main :4001, events :4002), or leave verify out")
 		}
 	}
 	return s, approval, verify, nil
 }
 
-func volumeDefault(v, def string) string {
-	if v == "" {
-		return def
+// volumePlan is the restore plan in the contract's terms.
+func volumePlan(p ebs.RestorePlan) *api.VolumePlan {
+	out := &api.VolumePlan{SnapshotSet: p.SnapshotSet, SetTime: p.SetTime, Restart: p.Restart, OldVolumes: p.OldVolumes,
+		Instances: p.Instances, Warnings: p.Warnings, Members: []api.VolumePlanMember{}}
+	for _, m := range p.Members {
+		pm := api.VolumePlanMember{EtcdCluster: m.EtcdCluster, Member: m.Member, AvailabilityZone: m.AvailabilityZone,
+			Snapshot: m.Snapshot.ID, SnapshotTime: m.Snapshot.StartTime, Instance: m.InstanceID,
+			VolumeType: m.New.Spec.Type, SizeGiB: m.New.Spec.Size, Encryption: m.Encryption}
+		if m.OldVolume != nil {
+			pm.OldVolume = m.OldVolume.ID
+		}
+		out.Members = append(out.Members, pm)
 	}
-	return v
+	return out
 }

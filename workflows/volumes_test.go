@@ -11,14 +11,14 @@ import (
 )
 
 func TestVolumeSnapshotInputDefaults(t *testing.T) {
-	ecs, p, wait, err := VolumeSnapshotInput{Cluster: "k8s.mycompany.tld", Region: "eu-central-1"}.resolve()
+	ecs, p, wait, err := resolveVolumeSnapshot(VolumeSnapshotInput{Cluster: "k8s.mycompany.tld", Region: "eu-central-1"})
 	require.NoError(t, err)
 	require.Equal(t, []string{"main", "events"}, ecs)
 	require.Equal(t, ebs.DefaultRetention(), p)
 	require.Equal(t, 6*time.Hour, wait)
 
-	_, p, _, err = VolumeSnapshotInput{Cluster: "c.example.com", Region: "us-gov-west-1",
-		Retention: &VolumeRetention{KeepLast: 24, HourlyFor: "48h"}}.resolve()
+	_, p, _, err = resolveVolumeSnapshot(VolumeSnapshotInput{Cluster: "c.example.com", Region: "us-gov-west-1",
+		Retention: &VolumeRetention{KeepLast: 24, HourlyFor: "48h"}})
 	require.NoError(t, err)
 	require.Equal(t, ebs.RetentionPolicy{KeepLast: 24, HourlyFor: 48 * time.Hour, DailyFor: ebs.DefaultRetention().DailyFor}, p)
 }
@@ -40,7 +40,7 @@ func TestVolumeSnapshotInputErrors(t *testing.T) {
 	} {
 		in := good
 		tc.mutate(&in)
-		_, _, _, err := in.resolve()
+		_, _, _, err := resolveVolumeSnapshot(in)
 		ie, ok := inputerr.As(err)
 		require.True(t, ok, "%s: %v", tc.field, err)
 		require.Equal(t, tc.field, ie.Field)
@@ -62,7 +62,7 @@ func TestVolumeRestoreInputDefaults(t *testing.T) {
 
 	r = &volumeRestore{in: VolumeRestoreInput{Cluster: "c.example.com", Region: "us-east-1", StateStore: "file:///srv/kops",
 		EtcdClusters: []string{"events"}, At: "2026-11-21T23:00:00+01:00",
-		Verify: &VolumeVerify{MainEndpoints: []string{"https://a:4001"}, EventsEndpoints: []string{"https://a:4002"}}}}
+		Verify: &VolumeVerify{EventsEndpoints: []string{"https://a:4002"}}}}
 	s, _, _, err = r.resolve()
 	require.NoError(t, err)
 	require.Equal(t, time.Date(2026, 11, 21, 22, 0, 0, 0, time.UTC), s.selection.At)

@@ -1,9 +1,6 @@
 package workflows
 
 import (
-	"regexp"
-	"slices"
-	"strconv"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -11,68 +8,8 @@ import (
 
 	"github.com/kopsdr/kopsdr/activities"
 	"github.com/kopsdr/kopsdr/internal/ebs"
+	"github.com/kopsdr/kopsdr/workflows/api"
 )
-
-// VolumeSnapshotWorkflowID is the id of a cluster's volume snapshot run
-// (and of its schedule): one at a time per cluster.
-func VolumeSnapshotWorkflowID(cluster string) string { return "volume-snapshots/" + cluster }
-
-// VolumeSnapshotInput snapshots every etcd volume (main and events, every
-// member) of one kops cluster at once. Plain JSON; credentials never travel
-// here: the worker's AWS environment provides them.
-type VolumeSnapshotInput struct {
-	Cluster      string           `json:"cluster"`
-	Region       string           `json:"region"`
-	EtcdClusters []string         `json:"etcdClusters,omitempty"` // default ["main", "events"]
-	Retention    *VolumeRetention `json:"retention,omitempty"`
-	NoPrune      bool             `json:"noPrune,omitempty"`
-	PruneDryRun  bool             `json:"pruneDryRun,omitempty"`
-	// WaitTimeout bounds how long the snapshots may take to complete
-	// (a Go duration, default "6h").
-	WaitTimeout string `json:"waitTimeout,omitempty"`
-	// MaxAttempts bounds how often a failing EC2 step is retried. Default 10.
-	MaxAttempts int32 `json:"maxAttempts,omitempty"`
-}
-
-// VolumeRetention is the snapshot sets' retention, durations as Go
-// durations. Unset fields take ebs.DefaultRetention's values (keep the last
-// 3 sets, the first of each hour for 168h, the first of each day for 2160h).
-// The newest completed set is always kept.
-type VolumeRetention struct {
-	KeepLast  int    `json:"keepLast,omitempty"`
-	HourlyFor string `json:"hourlyFor,omitempty"`
-	DailyFor  string `json:"dailyFor,omitempty"`
-}
-
-// VolumeSnapshotResult is the set that was taken and what retention did.
-type VolumeSnapshotResult struct {
-	Cluster     string              `json:"cluster"`
-	Region      string              `json:"region"`
-	Set         string              `json:"set"`
-	Snapshots   []VolumeSnapshotRef `json:"snapshots"`
-	Retention   *ebs.RetentionPlan  `json:"retention,omitempty"`
-	PruneDryRun bool                `json:"pruneDryRun,omitempty"`
-}
-
-// VolumeSnapshotRef is one snapshot of the set.
-type VolumeSnapshotRef struct {
-	ID               string `json:"id"`
-	VolumeID         string `json:"volumeId"`
-	EtcdCluster      string `json:"etcdCluster"`
-	Member           string `json:"member"`
-	AvailabilityZone string `json:"availabilityZone"`
-	State            string `json:"state"`
-	Encrypted        bool   `json:"encrypted"`
-	KMSKeyID         string `json:"kmsKeyId,omitempty"`
-}
-
-// VolumeSnapshotStatus is what the "status" query returns.
-type VolumeSnapshotStatus struct {
-	Step      string              `json:"step"`
-	Set       string              `json:"set,omitempty"`
-	Snapshots []VolumeSnapshotRef `json:"snapshots,omitempty"`
-	LastError string              `json:"lastError,omitempty"`
-}
 
 // VolumeSnapshot finds the cluster's etcd volumes by their protokube tags,
 // starts a snapshot of each at once (tagged with the cluster, set, etcd
@@ -87,7 +24,7 @@ func VolumeSnapshot(ctx workflow.Context, in VolumeSnapshotInput) (*VolumeSnapsh
 		st.Step, st.LastError = "failed", err.Error()
 		return err
 	}
-	etcdClusters, policy, waitTimeout, err := in.resolve()
+	etcdClusters, policy, waitTimeout, err := resolveVolumeSnapshot(in)
 	if err != nil {
 		return nil, fail(invalidInput(err))
 	}
@@ -156,7 +93,7 @@ func VolumeSnapshot(ctx workflow.Context, in VolumeSnapshotInput) (*VolumeSnapsh
 			st.LastError = "prune: " + err.Error()
 			workflow.GetLogger(ctx).Warn("prune failed", "error", err)
 		} else {
-			res.Retention = &plan
+			res.Retention = setRetention(plan)
 		}
 	}
 	st.Step = "done"
@@ -175,66 +112,35 @@ func volumeFirstErr(first, err error) error {
 	return err
 }
 
-// resolve validates the input (pure checks; EC2 is asked by activities).
-func (in VolumeSnapshotInput) resolve() ([]string, ebs.RetentionPolicy, time.Duration, error) {
+// resolveVolumeSnapshot validates the input (api's checks; EC2 is asked by
+// activities) and derives the etcd clusters, the retention and the wait.
+func resolveVolumeSnapshot(in VolumeSnapshotInput) ([]string, ebs.RetentionPolicy, time.Duration, error) {
 	p := ebs.DefaultRetention()
-	if err := checkCluster(in.Cluster); err != nil {
+	if err := in.Validate(); err != nil {
 		return nil, p, 0, err
 	}
-	if err := checkEC2Region(in.Region); err != nil {
-		return nil, p, 0, err
-	}
-	ecs, err := volumeEtcdClusters(in.EtcdClusters)
-	if err != nil {
-		return nil, p, 0, err
-	}
+	ecs, _ := api.EtcdClusterList("etcdClusters", in.EtcdClusters)
 	if r := in.Retention; r != nil {
-		if r.KeepLast < 0 {
-			return nil, p, 0, invalid("retention.keepLast", strconv.Itoa(r.KeepLast), "give how many of the newest sets to keep, e.g. 3")
-		}
 		if r.KeepLast > 0 {
 			p.KeepLast = r.KeepLast
 		}
-		if err := setDuration("retention.hourlyFor", r.HourlyFor, &p.HourlyFor); err != nil {
-			return nil, p, 0, err
-		}
-		if err := setDuration("retention.dailyFor", r.DailyFor, &p.DailyFor); err != nil {
-			return nil, p, 0, err
-		}
+		p.HourlyFor, _ = api.Duration("retention.hourlyFor", r.HourlyFor, p.HourlyFor)
+		p.DailyFor, _ = api.Duration("retention.dailyFor", r.DailyFor, p.DailyFor)
 	}
-	wait := 6 * time.Hour
-	if err := setDuration("waitTimeout", in.WaitTimeout, &wait); err != nil {
-		return nil, p, 0, err
-	}
+	wait, _ := api.Duration("waitTimeout", in.WaitTimeout, api.DefaultSnapshotWait)
 	return ecs, p, wait, nil
 }
 
-// AWS region names: us-east-1, eu-central-1, us-gov-west-1, cn-north-1.
-var ec2RegionName = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
-
-func checkEC2Region(region string) error {
-	if !ec2RegionName.MatchString(region) {
-		return invalid("region", region, "give the AWS region of the cluster's masters, e.g. us-east-1")
-	}
-	return nil
-}
-
-// volumeEtcdClusters validates a list of etcd cluster names, defaulting to both.
-func volumeEtcdClusters(ecs []string) ([]string, error) {
-	if len(ecs) == 0 {
-		return slices.Clone(EtcdClusters), nil
-	}
-	seen := map[string]bool{}
-	for _, ec := range ecs {
-		if err := checkEtcdCluster("etcdClusters", ec); err != nil {
-			return nil, err
+// setRetention is retention's plan in the contract's terms.
+func setRetention(plan ebs.RetentionPlan) *api.SetRetention {
+	conv := func(ds []ebs.Decision) []api.SetDecision {
+		out := make([]api.SetDecision, len(ds))
+		for i, d := range ds {
+			out[i] = api.SetDecision{Set: d.Set, Time: d.Time, State: d.State, Reason: d.Reason, Snapshots: d.Snapshots}
 		}
-		if seen[ec] {
-			return nil, invalid("etcdClusters", ec, "name each etcd cluster once")
-		}
-		seen[ec] = true
+		return out
 	}
-	return ecs, nil
+	return &api.SetRetention{Keep: conv(plan.Keep), Delete: conv(plan.Delete)}
 }
 
 // ec2ActivityOptions: EC2 calls are short, and every activity heartbeats, so

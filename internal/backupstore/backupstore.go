@@ -10,14 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
-	"path"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/kopsdr/kopsdr/internal/inputerr"
+	"github.com/kopsdr/kopsdr/internal/storeurl"
 )
 
 // ObjectInfo describes one stored object.
@@ -79,7 +76,7 @@ var (
 // Field is the input field name used in *inputerr.Error for store URLs.
 const Field = "backupStore"
 
-const urlFix = "use s3://bucket/prefix or file:///abs/path"
+const urlFix = storeurl.Fix
 
 // Open parses rawURL and returns the store it names. S3 stores may make one
 // request to find the bucket's region; nothing else is checked until first use.
@@ -97,74 +94,20 @@ func Open(ctx context.Context, rawURL string, o Options) (Store, error) {
 }
 
 // Location is a parsed store URL.
-type Location struct {
-	Scheme string // "s3" or "file"
-	Bucket string // s3 only
-	Prefix string // s3: key prefix without slashes at either end; file: absolute clean path
-}
-
-// URL returns the canonical form.
-func (l Location) URL() string {
-	if l.Scheme == "file" {
-		return "file://" + l.Prefix
-	}
-	if l.Prefix == "" {
-		return "s3://" + l.Bucket
-	}
-	return "s3://" + l.Bucket + "/" + l.Prefix
-}
-
-// bucketName is deliberately looser than AWS's current rules (legacy buckets
-// may have upper case or underscores) but refuses what can never be a bucket.
-var bucketName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$`)
+type Location = storeurl.Location
 
 // ParseURL validates a store URL without touching the network.
 func ParseURL(rawURL string) (Location, error) {
-	bad := func(why string) (Location, error) {
-		return Location{}, inputerr.Wrap(errors.New(why), Field, rawURL, urlFix)
-	}
-	if strings.TrimSpace(rawURL) == "" {
-		return bad("empty")
-	}
-	u, err := url.Parse(rawURL)
+	loc, err := storeurl.Parse(Field, rawURL)
 	if err != nil {
-		return bad("not a URL")
+		return loc, err
 	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
-		return bad("credentials, query strings and fragments are not allowed")
+	if loc.Scheme == "s3" && loc.Prefix != "" {
+		if err := checkKey(loc.Prefix); err != nil {
+			return Location{}, inputerr.Wrap(err, Field, rawURL, urlFix)
+		}
 	}
-	switch u.Scheme {
-	case "s3":
-		if u.Host == "" {
-			return bad("missing bucket")
-		}
-		if u.Port() != "" || !bucketName.MatchString(u.Host) {
-			return bad(fmt.Sprintf("%q is not a valid bucket name", u.Host))
-		}
-		prefix := strings.Trim(u.Path, "/")
-		if prefix != "" {
-			if err := checkKey(prefix); err != nil {
-				return bad("the prefix has empty, \".\" or \"..\" path segments")
-			}
-		}
-		return Location{Scheme: "s3", Bucket: u.Host, Prefix: prefix}, nil
-	case "file":
-		if u.Host != "" {
-			return bad(fmt.Sprintf("file URLs need three slashes and an absolute path; %q was read as a host", u.Host))
-		}
-		if !path.IsAbs(u.Path) {
-			return bad("the path is not absolute")
-		}
-		clean := filepath.Clean(u.Path)
-		if clean == "/" {
-			return bad("refusing to use the file system root")
-		}
-		return Location{Scheme: "file", Prefix: clean}, nil
-	case "":
-		return bad("missing scheme")
-	default:
-		return bad(fmt.Sprintf("unsupported scheme %q", u.Scheme))
-	}
+	return loc, nil
 }
 
 // checkKey refuses keys that could address something outside the store root

@@ -279,3 +279,85 @@ func ipsOf(keys []Key) string {
 	}
 	return strings.Join(ips, ", ")
 }
+
+// CleanOptions tune Clean.
+type CleanOptions struct {
+	// DryRun decides and deletes nothing.
+	DryRun bool
+	// WaitLive is how long to wait for a live master's key when none is
+	// there yet: right after a restore the live apiservers rewrite their
+	// own keys within ~10 s, and until one does, stale and live keys
+	// cannot be told apart. 0: do not wait.
+	WaitLive time.Duration
+	// WaitRenewed is how long to wait, after deleting, until exactly the
+	// live masters hold a key. 0: do not wait.
+	WaitRenewed time.Duration
+	// Poll is how often to look while waiting (default 1 s).
+	Poll time.Duration
+	// Progress, if set, hears what Clean waits for (activities heartbeat it).
+	Progress func(string)
+}
+
+// CleanResult is what Clean found and did.
+type CleanResult struct {
+	Plan    Plan     `json:"plan"`
+	Deleted []string `json:"deleted"`
+}
+
+// ErrNotRenewed: after the clean-up the live masters did not all hold a
+// key within WaitRenewed (or a stale one came back).
+var ErrNotRenewed = errors.New("master leases after clean-up")
+
+// Clean is the master-lease clean-up, the one flow the restore workflow
+// and `kopsdr clean-leases` share: wait (bounded) for a live master's key,
+// decide, delete the keys of IPs that are not live masters (never a live
+// master's, never the last), and wait until exactly the live masters hold
+// a key. Errors wrap ErrNoLiveKey, ErrNotRenewed, a bad live list, or
+// etcd's own errors.
+func Clean(ctx context.Context, cli *clientv3.Client, live []string, o CleanOptions) (CleanResult, error) {
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	progress := func(s string) {
+		if o.Progress != nil {
+			o.Progress(s)
+		}
+	}
+	deadline := time.Now().Add(o.WaitLive)
+	var res CleanResult
+	for {
+		keys, err := List(ctx, cli)
+		if err != nil {
+			return res, err
+		}
+		res.Plan, err = Decide(keys, live)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrNoLiveKey) || !time.Now().Before(deadline) {
+			return res, err
+		}
+		progress("waiting for a live apiserver's lease key")
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(o.Poll):
+		}
+	}
+	res.Deleted = []string{}
+	if o.DryRun {
+		return res, nil
+	}
+	deleted, err := Apply(ctx, cli, res.Plan)
+	res.Deleted = append(res.Deleted, deleted...)
+	if err != nil || o.WaitRenewed <= 0 {
+		return res, err
+	}
+	progress("waiting for live apiservers to renew their leases")
+	wctx, cancel := context.WithTimeout(ctx, o.WaitRenewed)
+	defer cancel()
+	if err := WaitRenewed(wctx, cli, live, o.Poll); err != nil {
+		return res, fmt.Errorf("%w: %w", ErrNotRenewed, err)
+	}
+	return res, nil
+}

@@ -10,13 +10,14 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/kopsdr/kopsdr/workflows/api"
 	"github.com/spf13/pflag"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
 )
 
 // TaskQueue is the one task queue every kopsdr workflow and activity uses.
-const TaskQueue = "kopsdr"
+const TaskQueue = api.TaskQueue
 
 // Options are the connection settings.
 type Options struct {

@@ -59,7 +59,7 @@ func TestRestoreFromCLI(t *testing.T) {
 	ctx := stack.Context(t, 4*time.Minute)
 	var res workflows.EtcdManagerRestoreResult
 	require.NoError(t, f.tp.Client.GetWorkflow(ctx, id, "").Get(ctx, &res))
-	require.Equal(t, "carol", res.ApprovedBy.By)
+	require.Equal(t, "carol", res.Approval.By)
 	require.ElementsMatch(t, leaseKeys(masters.OldMasterIPs), res.LeasesDeleted)
 	require.Nil(t, f.get(t, ctx, "/registry/configmaps/default/after-backup"))
 	require.Contains(t, kopsdr("status", id), "Completed")

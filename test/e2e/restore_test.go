@@ -151,7 +151,7 @@ func TestEtcdManagerRestore(t *testing.T) {
 
 	var res workflows.EtcdManagerRestoreResult
 	require.NoError(t, run.Get(ctx, &res))
-	require.Equal(t, "alice", res.ApprovedBy.By)
+	require.Equal(t, "alice", res.Approval.By)
 	for _, ec := range []string{masters.Main, masters.Events} { // a real backup, not "skipped"
 		_, _, ok := etcdmanager.ParseBackupName(res.SafetyBackups[ec])
 		require.True(t, ok, "safety backup of %s: %q", ec, res.SafetyBackups[ec])

@@ -564,7 +564,7 @@ func TestVolumeCLI(t *testing.T) {
 	require.Contains(t, cli("restore", "volumes", "--cluster", volCluster, "--region", volRegion,
 		"--state-store", vs.stateStore, "--dry-run"), "snapshot set "+snap.Set)
 	require.NoError(t, json.Unmarshal([]byte(cli("restore", "volumes", "--cluster", volCluster, "--region", volRegion,
-		"--state-store", vs.stateStore, "--yes", "--wait", "-o", "json")), &rep))
+		"--state-store", vs.stateStore, "--approve", "--wait", "-o", "json")), &rep))
 	require.Equal(t, "done", rep.Step)
 	require.Len(t, vs.newVolumes(t), 6)
 

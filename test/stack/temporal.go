@@ -14,7 +14,7 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/server/temporaltest"
 
-	"github.com/kopsdr/kopsdr/internal/registry"
+	"github.com/kopsdr/kopsdr/worker/registry"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 )
 

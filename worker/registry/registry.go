@@ -1,4 +1,5 @@
-// Package registry is the single list of what a kopsdr worker runs, shared by
+// Package registry is the single list of what a kopsdr worker runs (the
+// worker's composition root: it alone imports workflows and activities), shared by
 // the worker binary and the tests so they can never drift apart.
 package registry
 

@@ -1,4 +1,4 @@
-package workflows
+package api
 
 import (
 	"bytes"
@@ -10,9 +10,9 @@ import (
 
 // TestREADMEInputs keeps the README's copy-paste examples true: every
 // `--type T ... --input '<json>'` decodes into T's input with no unknown
-// field, and the backup inputs pass the workflow's own validation.
+// field, and passes the input's own validation.
 func TestREADMEInputs(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
+	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,15 +40,11 @@ func TestREADMEInputs(t *testing.T) {
 			continue
 		}
 		seen[typ] = true
-		if cb, ok := in.(*ClusterBackupInput); ok {
-			for _, ec := range EtcdClusters {
-				if _, _, err := cb.ForEtcd(ec).resolve(); err != nil {
-					t.Errorf("README ClusterBackup input, %s: %v", ec, err)
-				}
-			}
+		if err := in.(interface{ Validate() error }).Validate(); err != nil {
+			t.Errorf("README input of %s is refused: %v", typ, err)
 		}
 	}
-	for _, typ := range []string{"ClusterBackup", "EtcdManagerRestore", "VolumeSnapshot", "VolumeRestore"} {
+	for _, typ := range []string{WorkflowClusterBackup, WorkflowEtcdManagerRestore, WorkflowVolumeSnapshot, WorkflowVolumeRestore} {
 		if !seen[typ] {
 			t.Errorf("README has no temporal workflow start example for %s", typ)
 		}

@@ -1,0 +1,83 @@
+// Package api is kopsdr's contract: every type an operator types or reads
+// (workflow inputs, results, status queries), the names of workflows,
+// queries, updates and signals, workflow ids, error types, and the one
+// validation of each input. The CLI checks input with it before it starts
+// anything; the workflows check it again.
+//
+// It imports only the standard library and kopsdr's own leaf packages, so
+// naming a type here links none of the worker's Docker, EC2 or etcd code.
+package api
+
+import (
+	"fmt"
+	"time"
+)
+
+// TaskQueue is the one task queue every kopsdr workflow and activity uses.
+const TaskQueue = "kopsdr"
+
+// Workflow type names, as `temporal workflow start --type` takes them.
+const (
+	WorkflowEtcdBackup         = "EtcdBackup"
+	WorkflowClusterBackup      = "ClusterBackup"
+	WorkflowEtcdManagerRestore = "EtcdManagerRestore"
+	WorkflowVolumeSnapshot     = "VolumeSnapshot"
+	WorkflowVolumeRestore      = "VolumeRestore"
+)
+
+// QueryStatus is the query every kopsdr workflow answers.
+const QueryStatus = "status"
+
+// Approval updates and signals: the same names and payload (Approval) for
+// every gated workflow. An update answers at once whether it was taken; a
+// signal (what the Web UI and `temporal workflow signal` send) is the same
+// decision without the answer.
+const (
+	UpdateApprove = "approve"
+	UpdateReject  = "reject"
+	SignalApprove = UpdateApprove
+	SignalReject  = UpdateReject
+)
+
+// Error types a kopsdr workflow can end with (Temporal ApplicationError
+// types). They are stable: scripts and alerts may match on them.
+const (
+	ErrTypeInvalidInput      = "InvalidInput" // the input is wrong; nothing was changed
+	ErrTypeAccessDenied      = "AccessDenied"
+	ErrTypeCorruptBackup     = "CorruptBackup"
+	ErrTypeEtcdUnreachable   = "EtcdUnreachable"
+	ErrTypePreflight         = "PreflightFailed" // a restore's pre-flight refused; nothing was changed
+	ErrTypeRestoreTimeout    = "RestoreTimeout"
+	ErrTypeMasterUnreachable = "MasterUnreachable"
+	ErrTypeRestoreRejected   = "RestoreRejected"
+	ErrTypeApprovalTimedOut  = "ApprovalTimedOut"
+	ErrTypeRestoreFailed     = "RestoreFailed" // a step failed after approval; see rolledBack
+)
+
+// RestoreWorkflowID is the one id a restore of a cluster runs under, both
+// the etcd-manager and the volume restore, so a second restore of the same
+// cluster is refused while one runs.
+func RestoreWorkflowID(cluster string) string { return "restore/" + cluster }
+
+// BackupWorkflowID is the id of a one-off backup of one etcd cluster
+// started at t.
+func BackupWorkflowID(cluster, etcdCluster string, t time.Time) string {
+	return fmt.Sprintf("backup/%s/%s/%s", cluster, etcdCluster, t.UTC().Format("20060102T150405Z"))
+}
+
+// BackupScheduleID is the id of a cluster's backup schedule; its runs are
+// ClusterBackup workflows with ids that start with it.
+func BackupScheduleID(cluster string) string { return "backup/" + cluster }
+
+// VolumeSnapshotWorkflowID is the id of a cluster's volume snapshot run
+// (and of its schedule): one at a time per cluster.
+func VolumeSnapshotWorkflowID(cluster string) string { return "volume-snapshots/" + cluster }
+
+// SafetyBackupWorkflowID is the child backup a restore takes of one etcd
+// cluster before it changes anything.
+func SafetyBackupWorkflowID(restoreID, etcdCluster string) string {
+	return restoreID + "/safety-backup/" + etcdCluster
+}
+
+// EtcdClusters are the two etcd clusters of every kops cluster.
+var EtcdClusters = []string{"main", "events"}

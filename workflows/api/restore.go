@@ -1,0 +1,354 @@
+package api
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"text/template"
+	"time"
+)
+
+// EtcdManagerRestoreInput restores main and events (or one of them) of one
+// kops cluster from etcd-manager backups. Start it with workflow id
+// restore/<cluster>.
+type EtcdManagerRestoreInput struct {
+	Cluster    string `json:"cluster"`
+	StateStore string `json:"stateStore,omitempty"` // stores are <stateStore>/<cluster>/backups/etcd/{main,events}
+	// EtcdClusters restores only these ("main", "events"); default both.
+	EtcdClusters []string `json:"etcdClusters,omitempty"`
+	// Backup selects the backup of both etcd clusters unless one sets its
+	// own: "latest" (default), a backup name, or "latest-before:<RFC3339>".
+	Backup string        `json:"backup,omitempty"`
+	Main   RestoreTarget `json:"main"`
+	Events RestoreTarget `json:"events"`
+	// etcd client TLS files on the worker, for verification and clean-up.
+	CACert string `json:"cacert,omitempty"`
+	Cert   string `json:"cert,omitempty"`
+	Key    string `json:"key,omitempty"`
+	// Masters lists each master's Docker endpoint; or Discover finds them in EC2.
+	Masters  []MasterInput  `json:"masters,omitempty"`
+	Discover *DiscoverInput `json:"discover,omitempty"`
+	// LiveMasterIPs are the apiserver IPs whose master leases stay; default
+	// the masters' ip fields, or the discovered instances' private IPs.
+	LiveMasterIPs []string `json:"liveMasterIPs,omitempty"`
+
+	DryRun          bool   `json:"dryRun,omitempty"`
+	Approve         bool   `json:"approve,omitempty"`
+	ApprovalTimeout string `json:"approvalTimeout,omitempty"` // default 24h
+	RestoreTimeout  string `json:"restoreTimeout,omitempty"`  // per etcd cluster, default 15m
+	NoSafetyBackup  bool   `json:"noSafetyBackup,omitempty"`
+	NoLeaseCleanup  bool   `json:"noLeaseCleanup,omitempty"`
+}
+
+// Restore defaults.
+const (
+	DefaultApprovalTimeout = 24 * time.Hour
+	DefaultRestoreTimeout  = 15 * time.Minute
+)
+
+// LatestBefore is the backup selector prefix for "the newest backup at or
+// before a time": "latest-before:2026-11-20T10:00:00Z".
+const LatestBefore = "latest-before:"
+
+// RestoreTarget is one etcd cluster: its backup, store and endpoints.
+type RestoreTarget struct {
+	Backup      string   `json:"backup,omitempty"`
+	BackupStore string   `json:"backupStore,omitempty"`
+	Endpoints   []string `json:"endpoints"`
+}
+
+// MasterInput is one master: its node name, Docker endpoint and IP.
+type MasterInput struct {
+	Name    string `json:"name,omitempty"` // kubelet node name; narrows the container match
+	Docker  string `json:"docker"`         // unix:///var/run/docker.sock or tcp://10.0.1.10:2376
+	IP      string `json:"ip,omitempty"`   // the apiserver IP, for the lease clean-up
+	TLSCA   string `json:"tlsCA,omitempty"`
+	TLSCert string `json:"tlsCert,omitempty"`
+	TLSKey  string `json:"tlsKey,omitempty"`
+}
+
+// DiscoverInput finds masters as running EC2 instances tagged for the cluster.
+type DiscoverInput struct {
+	Region                 string `json:"region"`
+	DockerEndpointTemplate string `json:"dockerEndpointTemplate"` // e.g. tcp://{{.PrivateIP}}:2376
+	TLSCA                  string `json:"tlsCA,omitempty"`
+	TLSCert                string `json:"tlsCert,omitempty"`
+	TLSKey                 string `json:"tlsKey,omitempty"`
+}
+
+// DefaultDockerEndpointTemplate renders a discovered master's Docker endpoint.
+const DefaultDockerEndpointTemplate = "tcp://{{.PrivateIP}}:2376"
+
+// RestorePlan is what the restore will do; dryRun returns it.
+type RestorePlan struct {
+	Backups    []PlannedBackup `json:"backups"`
+	Masters    []PlannedMaster `json:"masters"`
+	LiveIPs    []string        `json:"liveMasterIps"`
+	LeaseRule  string          `json:"leaseRule"`
+	SafetyNote string          `json:"safetyBackup"`
+}
+
+// PlannedBackup is one etcd cluster's chosen backup.
+type PlannedBackup struct {
+	EtcdCluster string `json:"etcdCluster"`
+	Store       string `json:"store"`
+	Backup      string `json:"backup"`
+	Age         string `json:"age"`
+	Revision    int64  `json:"revision,omitempty"`
+	Bytes       int64  `json:"bytes"`
+	EtcdVersion string `json:"etcdVersion"`
+	MemberCount int32  `json:"memberCount"`
+}
+
+// PlannedMaster lists the containers that will be restarted on a master.
+type PlannedMaster struct {
+	Master     string   `json:"master"`
+	Endpoint   string   `json:"endpoint"`
+	Containers []string `json:"containers"`
+}
+
+// RestoreStatus is the "status" query of the etcd-manager restore.
+type RestoreStatus struct {
+	Step             string            `json:"step"`
+	Masters          map[string]string `json:"masters,omitempty"` // master -> state
+	Steps            []StepTime        `json:"steps"`
+	Plan             *RestorePlan      `json:"plan,omitempty"`
+	ApprovalDeadline time.Time         `json:"approvalDeadline,omitzero"`
+	Approval         *Decision         `json:"approval,omitempty"`
+	LastError        string            `json:"lastError,omitempty"`
+}
+
+// RestoredCluster describes an etcd cluster after etcd-manager restored it.
+type RestoredCluster struct {
+	ClusterID uint64 `json:"clusterId"`
+	Members   int    `json:"members"`
+	Revision  int64  `json:"revision"`
+	Keys      int64  `json:"keys"`
+}
+
+// EtcdManagerRestoreResult is what was done.
+type EtcdManagerRestoreResult struct {
+	DryRun        bool                       `json:"dryRun,omitempty"`
+	Plan          RestorePlan                `json:"plan"`
+	Approval      *Decision                  `json:"approval,omitempty"`
+	SafetyBackups map[string]string          `json:"safetyBackups,omitempty"` // etcd cluster -> backup name
+	Commands      map[string]string          `json:"commands,omitempty"`
+	Restarts      []ContainerRestart         `json:"restarts,omitempty"`
+	Restored      map[string]RestoredCluster `json:"restored,omitempty"`
+	LeasesDeleted []string                   `json:"leasesDeleted,omitempty"`
+	Steps         []StepTime                 `json:"steps"`
+}
+
+// ContainerRestart is what the restart step did to one etcd-manager
+// container.
+type ContainerRestart struct {
+	Master      string `json:"master"`
+	EtcdCluster string `json:"etcdCluster"`
+	Before      string `json:"before"` // container name before
+	After       string `json:"after"`  // container name running now
+	Action      string `json:"action"` // killed | already-restarted | started-by-kopsdr
+}
+
+// Selected is the etcd clusters this restore touches.
+func (in EtcdManagerRestoreInput) Selected() []string {
+	ecs, err := EtcdClusterList("etcdClusters", in.EtcdClusters)
+	if err != nil {
+		return nil
+	}
+	return ecs
+}
+
+// Target is the input's part for one etcd cluster.
+func (in EtcdManagerRestoreInput) Target(etcdCluster string) RestoreTarget {
+	if etcdCluster == "events" {
+		return in.Events
+	}
+	return in.Main
+}
+
+// BackupSelector is the backup chosen for one etcd cluster, "latest" by default.
+func (in EtcdManagerRestoreInput) BackupSelector(etcdCluster string) string {
+	if t := in.Target(etcdCluster); t.Backup != "" {
+		return t.Backup
+	}
+	if in.Backup != "" {
+		return in.Backup
+	}
+	return "latest"
+}
+
+// CleansLeases says whether the restore ends with the master-lease
+// clean-up: the leases live in main.
+func (in EtcdManagerRestoreInput) CleansLeases() bool {
+	for _, ec := range in.Selected() {
+		if ec == "main" {
+			return !in.NoLeaseCleanup
+		}
+	}
+	return false
+}
+
+// Validate checks the whole input without the network or the worker's
+// files: the CLI calls it before starting, the workflow again.
+func (in EtcdManagerRestoreInput) Validate() error {
+	if err := CheckCluster(in.Cluster); err != nil {
+		return err
+	}
+	ecs, err := EtcdClusterList("etcdClusters", in.EtcdClusters)
+	if err != nil {
+		return err
+	}
+	if in.Backup != "" {
+		if err := CheckBackupSelector("backup", in.Backup); err != nil {
+			return err
+		}
+	}
+	for _, ec := range ecs {
+		t := in.Target(ec)
+		if _, err := BackupStoreFor(in.StateStore, t.BackupStore, in.Cluster, ec, ec+".backupStore"); err != nil {
+			return err
+		}
+		if err := CheckEndpoints(ec+".endpoints", ec, t.Endpoints); err != nil {
+			return err
+		}
+		if t.Backup != "" {
+			if err := CheckBackupSelector(ec+".backup", t.Backup); err != nil {
+				return err
+			}
+		}
+	}
+	if (in.Cert == "") != (in.Key == "") {
+		return invalid("key", in.Key, "give both the etcd client certificate (cert) and its key (key), or neither")
+	}
+	if err := in.validateMasters(); err != nil {
+		return err
+	}
+	if in.DryRun && in.Approve {
+		return invalid("approve", "true", "a dry run changes nothing and is never approved: drop approve, or dryRun to restore")
+	}
+	if _, err := Duration("approvalTimeout", in.ApprovalTimeout, DefaultApprovalTimeout); err != nil {
+		return err
+	}
+	_, err = Duration("restoreTimeout", in.RestoreTimeout, DefaultRestoreTimeout)
+	return err
+}
+
+func (in EtcdManagerRestoreInput) validateMasters() error {
+	if len(in.Masters) > 0 && in.Discover != nil {
+		return invalid("discover", in.Discover.Region, `give either "masters" or "discover", not both`)
+	}
+	if len(in.Masters) == 0 && in.Discover == nil {
+		return invalid("masters", "", `give either "masters" (each {"name", "docker", "ip"}) or "discover" ({"region", "dockerEndpointTemplate"})`)
+	}
+	names, ips := map[string]bool{}, map[string]bool{}
+	for i, m := range in.Masters {
+		f := fmt.Sprintf("masters[%d].", i)
+		if m.Name != "" {
+			if !nodeName.MatchString(m.Name) {
+				return invalid(f+"name", m.Name, "give the master's Kubernetes node name as kubectl get nodes shows it (e.g. ip-10-0-1-10.ec2.internal)")
+			}
+			if names[m.Name] {
+				return invalid(f+"name", m.Name, "list each master once")
+			}
+			names[m.Name] = true
+		}
+		if err := CheckDockerEndpoint(f+"docker", m.Docker); err != nil {
+			return err
+		}
+		if err := checkTLSFiles(f, m.Docker, m.TLSCA, m.TLSCert, m.TLSKey); err != nil {
+			return err
+		}
+		if m.IP != "" {
+			if err := CheckIP(f+"ip", m.IP); err != nil {
+				return err
+			}
+			if ips[m.IP] {
+				return invalid(f+"ip", m.IP, "every master has its own IP: list each once")
+			}
+			ips[m.IP] = true
+		}
+	}
+	if d := in.Discover; d != nil {
+		if err := CheckRegion("discover.region", d.Region); err != nil {
+			return err
+		}
+		if d.DockerEndpointTemplate != "" {
+			if _, err := template.New("docker").Option("missingkey=error").Parse(d.DockerEndpointTemplate); err != nil {
+				return invalid("discover.dockerEndpointTemplate", d.DockerEndpointTemplate, "write a Go template such as "+DefaultDockerEndpointTemplate)
+			}
+		}
+		if err := checkTLSFiles("discover.", "tcp://", d.TLSCA, d.TLSCert, d.TLSKey); err != nil {
+			return err
+		}
+	}
+	seen := map[string]bool{}
+	for _, ip := range in.LiveMasterIPs {
+		if err := CheckIP("liveMasterIPs", ip); err != nil {
+			return err
+		}
+		if seen[ip] {
+			return invalid("liveMasterIPs", ip, "list each IP once")
+		}
+		seen[ip] = true
+	}
+	if in.CleansLeases() && in.Discover == nil && len(in.LiveMasterIPs) == 0 && len(ips) == 0 {
+		return invalid("liveMasterIPs", "", `list the live masters' IPs (or give each master an "ip"), or set "noLeaseCleanup": true`)
+	}
+	return nil
+}
+
+// CheckDockerEndpoint wants unix:///path or tcp://host:port.
+func CheckDockerEndpoint(field, ep string) error {
+	fix := "use unix:///var/run/docker.sock or tcp://<master IP>:2376"
+	u, err := url.Parse(ep)
+	switch {
+	case ep == "":
+		return invalid(field, "", "give the master's Docker endpoint: "+fix)
+	case err != nil:
+		return invalid(field, ep, fix)
+	case u.Scheme == "unix" && u.Path == "":
+		return invalid(field, ep, "a unix endpoint needs the socket path: "+fix)
+	case u.Scheme == "tcp" && (u.Hostname() == "" || u.Port() == ""):
+		return invalid(field, ep, "a tcp endpoint needs host and port: "+fix)
+	case u.Scheme != "unix" && u.Scheme != "tcp":
+		return invalid(field, ep, fix)
+	}
+	return nil
+}
+
+// checkTLSFiles checks that Docker TLS settings go together: a CA for any
+// TLS, cert and key in pairs, and only over tcp.
+func checkTLSFiles(prefix, endpoint, ca, cert, key string) error {
+	if ca == "" && cert == "" && key == "" {
+		return nil
+	}
+	if !strings.HasPrefix(endpoint, "tcp://") {
+		return invalid(prefix+"tlsCA", ca, "TLS settings need a tcp:// Docker endpoint; drop them for a unix socket")
+	}
+	if ca == "" {
+		return invalid(prefix+"tlsCA", "", "give the PEM CA cert that signed the daemon's cert (Docker's ca.pem)")
+	}
+	if (cert == "") != (key == "") {
+		return invalid(prefix+"tlsCert", cert, "give both the client cert and its key (Docker's cert.pem and key.pem), or neither")
+	}
+	return nil
+}
+
+// backupName is etcd-manager's backup folder name: UTC RFC 3339 to the
+// second, "-", a sequence of at least 6 digits.
+var backupName = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ-\d{6,}$`)
+
+// CheckBackupSelector accepts latest, a backup name and latest-before:<RFC3339>.
+func CheckBackupSelector(field, sel string) error {
+	switch {
+	case sel == "latest" || backupName.MatchString(sel):
+		return nil
+	case strings.HasPrefix(sel, LatestBefore):
+		if _, err := time.Parse(time.RFC3339, strings.TrimPrefix(sel, LatestBefore)); err == nil {
+			return nil
+		}
+		return invalid(field, sel, "write latest-before:<RFC 3339 time>, e.g. latest-before:2026-11-20T10:00:00Z")
+	}
+	return invalid(field, sel, "use latest, a backup name such as 2026-11-21T22:52:16Z-000001 (kopsdr list-backups), or latest-before:<RFC 3339 time>")
+}
