@@ -84,7 +84,7 @@ func TestBadInputStartsNothing(t *testing.T) {
 		// restore etcd-manager
 		{"restore without masters", append(append([]string{"restore", "etcd-manager", "--cluster", "c.example.com", "--state-store", state}, eps...), "--live-master-ip", "10.0.1.10"), []string{"--masters", "discover"}},
 		{"restore duplicate master names", append(append(append([]string{"restore", "etcd-manager", "--cluster", "c.example.com", "--state-store", state}, eps...), master("name=a,docker=tcp://10.0.1.10:2376,ip=10.0.1.10")...), master("name=a,docker=tcp://10.0.1.11:2376,ip=10.0.1.11")...), []string{"--master #2 name=", "once"}},
-		{"restore invalid master ip", append(append(append([]string{"restore", "etcd-manager", "--cluster", "c.example.com", "--state-store", state}, eps...), master("name=a,docker=tcp://10.0.1.10:2376,ip=999.1.1.1")...)), []string{"ip=", "999.1.1.1"}},
+		{"restore invalid master ip", append(append([]string{"restore", "etcd-manager", "--cluster", "c.example.com", "--state-store", state}, eps...), master("name=a,docker=tcp://10.0.1.10:2376,ip=999.1.1.1")...), []string{"ip=", "999.1.1.1"}},
 		{"restore duplicate master ips", append(append(append([]string{"restore", "etcd-manager", "--cluster", "c.example.com", "--state-store", state}, eps...), master("name=a,docker=tcp://10.0.1.10:2376,ip=10.0.1.10")...), master("name=b,docker=tcp://10.0.1.11:2376,ip=10.0.1.10")...), []string{"ip=", "once"}},
 		{"restore master without docker", restore("--master", "name=c,ip=10.0.1.12"), []string{"--master", "docker="}},
 		{"restore master unknown key", restore("--master", "name=c,dockr=tcp://x:1"), []string{"--master", "unknown key"}},
@@ -100,7 +100,7 @@ func TestBadInputStartsNothing(t *testing.T) {
 		{"restore discover and masters", restore("--discover-region", "eu-central-1"), []string{"--discover", "not both"}},
 		{"restore discover bad region", append(append([]string{"restore", "etcd-manager", "--cluster", "c.example.com", "--state-store", state}, eps...), "--discover-region", "mars"), []string{"--discover-region", "us-east-1"}},
 		{"restore template without discover", restore("--docker-endpoint-template", "tcp://{{.PrivateIP}}:2376"), []string{"--docker-endpoint-template", "--discover-region"}},
-		{"restore no lease IPs", append(append(append([]string{"restore", "etcd-manager", "--cluster", "c.example.com", "--state-store", state}, eps...), master("name=a,docker=tcp://10.0.1.10:2376")...)), []string{"--live-master-ip", "noLeaseCleanup"}},
+		{"restore no lease IPs", append(append([]string{"restore", "etcd-manager", "--cluster", "c.example.com", "--state-store", state}, eps...), master("name=a,docker=tcp://10.0.1.10:2376")...), []string{"--live-master-ip", "noLeaseCleanup"}},
 		// restore volumes, snapshot-volumes
 		{"volumes without state store", []string{"restore", "volumes", "--cluster", "c.example.com", "--region", "eu-central-1"}, []string{"--state-store", "encrypted"}},
 		{"volumes two selections", volRestore("--snapshot-set", "s1", "--at", "2026-11-21T22:00:00Z"), []string{"--snapshot-set", "at most one"}},

@@ -16,8 +16,8 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/kopsdr/kopsdr/internal/devserver"
-	"github.com/kopsdr/kopsdr/worker/registry"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
+	"github.com/kopsdr/kopsdr/worker/registry"
 )
 
 func main() {

@@ -22,10 +22,10 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/kopsdr/kopsdr/internal/ebs"
-	"github.com/kopsdr/kopsdr/worker/registry"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/test/fakeec2"
 	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/worker/registry"
 	"github.com/kopsdr/kopsdr/workflows"
 )
 

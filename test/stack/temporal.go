@@ -14,8 +14,8 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/server/temporaltest"
 
-	"github.com/kopsdr/kopsdr/worker/registry"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
+	"github.com/kopsdr/kopsdr/worker/registry"
 )
 
 // Temporal is a running in-process Temporal server.
