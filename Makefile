@@ -9,7 +9,7 @@ export PATH := $(TOOLS):$(PATH)
 # The end-to-end package links the Temporal server; give it room.
 TEST_FLAGS ?= -timeout 60m
 
-.PHONY: all build dev test test-short bench tools compose-check clean
+.PHONY: all build dev test test-short bench tools compose-check clean record-histories
 
 all: build
 
@@ -25,12 +25,17 @@ tools: $(TOOLS)/versitygw ## Install the pinned test tools
 $(TOOLS)/versitygw:
 	GOBIN=$(TOOLS) $(GO) install $(VERSITYGW)
 
-test: tools ## Run every test against real Temporal, etcd, S3 and Docker
-	$(GO) vet ./...
-	$(GO) test $(TEST_FLAGS) ./...
+# Unit packages run under the race detector; the packages under test/ link
+# the Temporal server (minutes to build with -race), so they run without it.
+UNIT_PKGS := ./internal/... ./workflows/... ./activities/... ./starter/... ./worker/...
 
-test-short: ## Unit tests only (no Temporal server, no Docker)
-	$(GO) test -short ./internal/... ./workflows/... ./activities/...
+test: tools ## Run every test against real Temporal, etcd, S3 and Docker (unit tests with -race)
+	$(GO) vet ./...
+	$(GO) test -race $(TEST_FLAGS) $(UNIT_PKGS)
+	$(GO) test $(TEST_FLAGS) ./test/...
+
+test-short: ## Unit tests only, with -race
+	$(GO) test -race -short $(UNIT_PKGS)
 
 bench: ## Backup benchmark: streaming vs sequential, time ratio and peak memory at two sizes
 	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./test/bench
@@ -40,3 +45,6 @@ compose-check: ## Check docker-compose.yml parses
 
 clean:
 	rm -rf $(BIN) $(TOOLS)
+
+record-histories: tools ## Record the replay tests' histories (workflows/testdata/histories) from real runs
+	KOPSDR_RECORD_HISTORIES=1 $(GO) test $(TEST_FLAGS) -count=1 -run 'TestEtcdManagerRestore$$|TestVolumeSnapshotThreeMasters|TestVolumeRestoreTagsAndZones' ./test/e2e

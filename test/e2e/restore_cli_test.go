@@ -44,7 +44,7 @@ func TestRestoreFromCLI(t *testing.T) {
 	require.Contains(t, kopsdr(args...), "kopsdr approve restore/"+f.c.Name)
 
 	id := workflows.RestoreWorkflowID(f.c.Name)
-	require.Eventually(t, func() bool { return strings.Contains(kopsdr("status", id), "waiting for approval") }, time.Minute, 500*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(kopsdr("status", id), "awaiting approval") }, time.Minute, 500*time.Millisecond)
 	var st struct {
 		Status workflows.RestoreStatus `json:"status"`
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/kopsdr/kopsdr/test/masters"
 	"github.com/kopsdr/kopsdr/test/stack"
 	"github.com/kopsdr/kopsdr/workflows"
+	"github.com/kopsdr/kopsdr/workflows/api"
 )
 
 // restoreFixture is a three-master control plane in Docker (etcd-manager
@@ -73,6 +75,8 @@ func (f *restoreFixture) backupWithKopsdr(t *testing.T, ctx context.Context) {
 	require.NoError(t, err)
 	var res workflows.ClusterBackupResult
 	require.NoError(t, run.Get(ctx, &res))
+	stack.RecordHistory(t, ctx, f.tp.Client, run.GetID(), run.GetRunID(), "cluster-backup")
+	stack.RecordHistory(t, ctx, f.tp.Client, run.GetID()+"/main", "", "etcd-backup")
 	f.backups[masters.Main], f.backups[masters.Events] = res.Main.Backup, res.Events.Backup
 }
 
@@ -139,7 +143,9 @@ func TestEtcdManagerRestore(t *testing.T) {
 
 	require.Eventually(t, func() bool { return f.status(ctx, run).Plan != nil && f.status(ctx, run).Step != "preflight" }, time.Minute, 200*time.Millisecond)
 	st := f.status(ctx, run)
-	require.Contains(t, st.Step, "waiting for approval")
+	require.Equal(t, api.StepAwaitingApproval, st.Step)
+	require.False(t, st.ApprovalDeadline.IsZero())
+	stack.RecordHistory(t, ctx, f.tp.Client, run.GetID(), run.GetRunID(), "etcd-manager-restore-awaiting-approval")
 	require.Len(t, st.Plan.Backups, 2)
 	require.Equal(t, f.backups[masters.Main], st.Plan.Backups[0].Backup)
 	f.requireUntouched(t) // nothing happens before approval
@@ -148,10 +154,16 @@ func TestEtcdManagerRestore(t *testing.T) {
 		UpdateName: workflows.UpdateApprove, Args: []any{workflows.Approval{By: "alice", Comment: "incident 42"}}, WaitForStage: client.WorkflowUpdateStageCompleted})
 	require.NoError(t, err)
 	require.NoError(t, h.Get(ctx, nil))
+	if os.Getenv(stack.RecordEnv) != "" { // a restore in flight, mid-restart
+		require.Eventually(t, func() bool { return f.status(ctx, run).Step == "restart etcd-manager" }, time.Minute, 50*time.Millisecond)
+		stack.RecordHistory(t, ctx, f.tp.Client, run.GetID(), run.GetRunID(), "etcd-manager-restore-mid-restart")
+	}
 
 	var res workflows.EtcdManagerRestoreResult
 	require.NoError(t, run.Get(ctx, &res))
+	stack.RecordHistory(t, ctx, f.tp.Client, run.GetID(), run.GetRunID(), "etcd-manager-restore-completed")
 	require.Equal(t, "alice", res.Approval.By)
+	require.Equal(t, api.Approved, res.Approval.Decision)
 	for _, ec := range []string{masters.Main, masters.Events} { // a real backup, not "skipped"
 		_, _, ok := etcdmanager.ParseBackupName(res.SafetyBackups[ec])
 		require.True(t, ok, "safety backup of %s: %q", ec, res.SafetyBackups[ec])

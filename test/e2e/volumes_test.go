@@ -35,6 +35,7 @@ func TestVolumeSnapshotThreeMasters(t *testing.T) {
 	vs.ec2.InjectFault(fakeec2.Fault{Action: "CreateSnapshot", Code: "InternalError", AfterEffect: true})
 
 	first := vs.snapshotSet(t, ctx, workflows.VolumeSnapshotInput{})
+	stack.RecordHistory(t, ctx, vs.tp.Client, workflows.VolumeSnapshotWorkflowID(volCluster), "", "volume-snapshot")
 	require.Len(t, first.Snapshots, 6)
 	require.Len(t, vs.ec2.Snapshots(), 6, "throttling and a lost answer made no extra snapshot")
 	seen := map[string]bool{}
@@ -103,6 +104,7 @@ func TestVolumeRestoreTagsAndZones(t *testing.T) {
 	before := len(mutatingCalls(vs.ec2))
 	run := vs.startRestore(t, ctx, in)
 	rep := vs.waitStep(t, ctx, run, "awaiting approval")
+	stack.RecordHistory(t, ctx, vs.tp.Client, run.GetID(), run.GetRunID(), "volume-restore-awaiting-approval")
 	require.Equal(t, set.Set, rep.Plan.SnapshotSet)
 	require.Len(t, rep.Plan.Members, 6)
 	require.False(t, rep.ApprovalDeadline.IsZero())
@@ -113,13 +115,15 @@ func TestVolumeRestoreTagsAndZones(t *testing.T) {
 		Args: []any{workflows.Approval{By: "alice", Comment: "INC-42"}}, WaitForStage: client.WorkflowUpdateStageCompleted,
 	})
 	require.NoError(t, err)
-	var afterApprove workflows.VolumeRestoreReport
+	var afterApprove workflows.Decision
 	require.NoError(t, upd.Get(ctx, &afterApprove))
-	require.Equal(t, "alice", afterApprove.Approval.By)
-	require.Equal(t, "approved", afterApprove.Approval.Decision)
+	require.Equal(t, "alice", afterApprove.By)
+	require.Equal(t, "approved", afterApprove.Decision)
+	require.Equal(t, "update", afterApprove.Via)
 
 	var res workflows.VolumeRestoreReport
 	require.NoError(t, run.Get(ctx, &res))
+	stack.RecordHistory(t, ctx, vs.tp.Client, run.GetID(), run.GetRunID(), "volume-restore-completed")
 	require.Equal(t, "done", res.Step)
 	require.Equal(t, map[string]int{"main": 3}, res.EtcdMembers)
 

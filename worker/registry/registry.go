@@ -13,12 +13,20 @@ import (
 
 // Register registers every kopsdr workflow and activity.
 func Register(r worker.Registry) {
-	r.RegisterWorkflow(workflows.EtcdBackup)
-	r.RegisterWorkflow(workflows.ClusterBackup)
+	RegisterWorkflows(r)
 	r.RegisterActivity(&activities.Backup{})
-
-	r.RegisterWorkflow(workflows.EtcdManagerRestore)
 	r.RegisterActivity(&activities.Restore{Restarter: restart.NewDocker()})
+	r.RegisterActivity(&activities.Volumes{})
+}
 
-	RegisterVolumes(r)
+// WorkflowRegistry is what registers workflows alone: a worker, or the
+// replayer of the replay tests.
+type WorkflowRegistry interface{ RegisterWorkflow(w interface{}) }
+
+// RegisterWorkflows registers every kopsdr workflow and no activity.
+func RegisterWorkflows(r WorkflowRegistry) {
+	for _, w := range []any{workflows.EtcdBackup, workflows.ClusterBackup, workflows.EtcdManagerRestore,
+		workflows.VolumeSnapshot, workflows.VolumeRestore} {
+		r.RegisterWorkflow(w)
+	}
 }
