@@ -16,6 +16,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/internal/snapshot"
+	"github.com/kopsdr/kopsdr/internal/storeurl"
 )
 
 // Backup holds the activities that take one etcd-manager-format backup. They
@@ -27,6 +28,11 @@ type Backup struct{}
 type PrepareInput struct {
 	Store string    `json:"store"`
 	Now   time.Time `json:"now"` // workflow time, so a retried workflow picks the same second
+	// Root is the store as the operator named it (state or backup store)
+	// and RootField its input field: a file:// root whose parent folder is
+	// missing is refused rather than created.
+	Root      string `json:"root,omitempty"`
+	RootField string `json:"rootField,omitempty"`
 }
 
 // PrepareResult is the reserved backup name.
@@ -39,6 +45,11 @@ type PrepareResult struct {
 // already named for that second, so neither etcd-manager's nor another
 // kopsdr's backup is ever overwritten.
 func (a *Backup) PrepareBackup(ctx context.Context, in PrepareInput) (PrepareResult, error) {
+	if in.Root != "" {
+		if err := storeurl.CheckLocalParent(in.RootField, in.Root); err != nil {
+			return PrepareResult{}, nonRetryable(err)
+		}
+	}
 	store, err := openStore(ctx, in.Store)
 	if err != nil {
 		return PrepareResult{}, err

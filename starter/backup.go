@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -155,24 +153,17 @@ It reads the store directly with the credentials of this shell; no worker is nee
 	return cmd
 }
 
-// checkLocalStores refuses a file:// store whose parent folder does not
-// exist: kopsdr would otherwise create the whole path, wherever a typo put
-// it. (The worker writes the store; with a file:// store it shares this
-// machine's file system.)
+// checkLocal refuses a file:// store whose parent folder does not exist
+// (the worker, which writes a file:// store, shares this machine's disk;
+// it checks again).
 func (f *storeFlags) checkLocal() error {
-	for _, s := range []struct{ flag, url string }{{"state-store", f.stateStore}, {"backup-store", f.backupStore}} {
-		loc, err := storeurl.Parse(s.flag, s.url)
-		if err != nil || loc.Scheme != "file" {
+	for _, s := range []struct{ flag, url string }{{"--state-store", f.stateStore}, {"--backup-store", f.backupStore}} {
+		if s.url == "" {
 			continue
 		}
-		if parent := filepath.Dir(loc.Prefix); !isDir(parent) {
-			return badFlag(s.flag, s.url, fmt.Sprintf("its parent folder %s does not exist: create it first (mkdir -p %s) or fix the path", parent, parent))
+		if err := storeurl.CheckLocalParent(s.flag, s.url); err != nil {
+			return err
 		}
 	}
 	return nil
-}
-
-func isDir(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.IsDir()
 }

@@ -31,7 +31,7 @@ func EtcdBackup(ctx workflow.Context, in EtcdBackupInput) (*EtcdBackupResult, er
 
 	status.Step = "prepare"
 	var prep activities.PrepareResult
-	if err := workflow.ExecuteActivity(ctx, a.PrepareBackup, activities.PrepareInput{Store: store, Now: now}).Get(ctx, &prep); err != nil {
+	if err := workflow.ExecuteActivity(ctx, a.PrepareBackup, prepareInput(in, store, now)).Get(ctx, &prep); err != nil {
 		return nil, fail(status, err)
 	}
 	res.Backup, status.Backup = prep.Name, prep.Name
@@ -134,4 +134,14 @@ func uploadActivityOptions(maxAttempts int32) workflow.ActivityOptions {
 func fail(status *BackupStatus, err error) error {
 	status.LastError, status.Step = err.Error(), "failed"
 	return err
+}
+
+// prepareInput names the store the operator gave, so the worker can refuse
+// a file:// store planted by a typo.
+func prepareInput(in EtcdBackupInput, store string, now time.Time) activities.PrepareInput {
+	p := activities.PrepareInput{Store: store, Now: now, Root: in.StateStore, RootField: "stateStore"}
+	if in.BackupStore != "" {
+		p.Root, p.RootField = in.BackupStore, "backupStore"
+	}
+	return p
 }

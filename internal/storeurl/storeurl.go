@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -88,4 +89,20 @@ func Parse(field, rawURL string) (Location, error) {
 	default:
 		return bad(fmt.Sprintf("unsupported scheme %q", u.Scheme))
 	}
+}
+
+// CheckLocalParent refuses a file:// store whose parent folder does not
+// exist on this machine: a store is created on first write, folders and
+// all, so a typo would otherwise plant a tree wherever it points. Other
+// schemes pass. Unlike Parse it looks at the disk.
+func CheckLocalParent(field, rawURL string) error {
+	loc, err := Parse(field, rawURL)
+	if err != nil || loc.Scheme != "file" {
+		return err
+	}
+	parent := filepath.Dir(loc.Prefix)
+	if st, err := os.Stat(parent); err != nil || !st.IsDir() {
+		return inputerr.New(field, rawURL, fmt.Sprintf("its parent folder %s does not exist: create it first (mkdir -p %s) or fix the path", parent, parent))
+	}
+	return nil
 }
