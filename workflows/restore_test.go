@@ -10,6 +10,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
 
 	"github.com/kopsdr/kopsdr/activities"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
@@ -28,9 +29,18 @@ func restoreInput() EtcdManagerRestoreInput {
 	}
 }
 
-func restoreEnv(t *testing.T, id string) (*testsuite.TestWorkflowEnvironment, *activities.Restore) {
+// newEnv is Temporal's test environment with the deadlock detector's
+// limit raised: it measures wall time, so a loaded machine (make test runs
+// packages in parallel) trips its 1 s default though no workflow blocks.
+func newEnv() *testsuite.TestWorkflowEnvironment {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
+	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute})
+	return env
+}
+
+func restoreEnv(t *testing.T, id string) (*testsuite.TestWorkflowEnvironment, *activities.Restore) {
+	env := newEnv()
 	env.RegisterWorkflow(EtcdBackup)
 	a := &activities.Restore{}
 	env.RegisterActivity(a)
@@ -112,4 +122,28 @@ func TestRestoreApprovedBySignal(t *testing.T) {
 	require.Equal(t, "alice", res.Approval.By)
 	require.Equal(t, []string{"/registry/masterleases/10.0.0.9"}, res.LeasesDeleted)
 	require.Equal(t, "2026-11-20T10:05:00Z-000000", res.Commands["main"])
+}
+
+// TestRestoreOnlyMain: etcdClusters ["main"] checks, plans and restarts
+// main alone; events is not even asked for endpoints.
+func TestRestoreOnlyMain(t *testing.T) {
+	env := newEnv()
+	a := &activities.Restore{}
+	env.RegisterActivity(a)
+	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: "restore/c.example.com"})
+	onlyMain := mock.MatchedBy(func(in activities.PreflightInput) bool {
+		return len(in.Clusters) == 1 && in.Clusters[0].EtcdCluster == "main"
+	})
+	env.OnActivity(a.Preflight, mock.Anything, onlyMain).Return(activities.PreflightResult{
+		Clusters: []activities.ClusterFacts{{EtcdCluster: "main", Store: "s3://state/c.example.com/backups/etcd/main",
+			Backup: "2026-11-20T10:00:00Z-000001", ClusterSpec: etcdmanager.ClusterSpec{MemberCount: 1, EtcdVersion: "3.5.9"}}},
+	}, nil)
+	in := restoreInput()
+	in.EtcdClusters, in.Events, in.DryRun = []string{"main"}, RestoreTarget{}, true
+	env.ExecuteWorkflow(EtcdManagerRestore, in)
+	require.NoError(t, env.GetWorkflowError())
+	var res EtcdManagerRestoreResult
+	require.NoError(t, env.GetWorkflowResult(&res))
+	require.Len(t, res.Plan.Backups, 1)
+	require.Equal(t, "main", res.Plan.Backups[0].EtcdCluster)
 }
