@@ -86,8 +86,9 @@ type UploadResult struct {
 
 // UploadProgress is the heartbeat detail: bytes read from etcd and written.
 type UploadProgress struct {
-	RawBytes  int64 `json:"rawBytes"`
-	GzipBytes int64 `json:"gzipBytes"`
+	RawBytes   int64 `json:"rawBytes"`
+	GzipBytes  int64 `json:"gzipBytes"`
+	TotalBytes int64 `json:"totalBytes,omitempty"` // the database's size as etcd reported it before the snapshot
 }
 
 // UploadSnapshot streams Maintenance.Snapshot through gzip straight into
@@ -115,6 +116,9 @@ func (a *Backup) UploadSnapshot(ctx context.Context, in UploadInput) (UploadResu
 	// Heartbeat from a ticker, not from the data path, so a stall (etcd or the
 	// store stops answering) shows up as a missed heartbeat and is retried.
 	progress := &progressCounter{}
+	if st, err := etcdconn.Status(ctx, cli, endpoint); err == nil {
+		progress.total.Store(st.DbSize) // for the progress bar; the snapshot is about this size
+	}
 	stop := heartbeatEvery(ctx, 5*time.Second, func() any { return progress.load() })
 	defer stop()
 

@@ -97,11 +97,11 @@ func healthyEndpoint(ctx context.Context, cli *clientv3.Client, endpoints []stri
 }
 
 // progressCounter is updated from the data path and read by the heartbeat.
-type progressCounter struct{ raw, gz atomic.Int64 }
+type progressCounter struct{ raw, gz, total atomic.Int64 }
 
 func (p *progressCounter) store(raw, gz int64) { p.raw.Store(raw); p.gz.Store(gz) }
 func (p *progressCounter) load() UploadProgress {
-	return UploadProgress{RawBytes: p.raw.Load(), GzipBytes: p.gz.Load()}
+	return UploadProgress{RawBytes: p.raw.Load(), GzipBytes: p.gz.Load(), TotalBytes: p.total.Load()}
 }
 
 // heartbeatEvery heartbeats detail() every interval until stop is called,

@@ -115,11 +115,16 @@ func (p *progress) describe(detail any) string {
 		return d
 	case float64: // bytes read so far (verification)
 		n = int64(d)
-	case map[string]any: // an upload: {"rawBytes", "gzipBytes"}
+	case map[string]any: // an upload: {"rawBytes", "gzipBytes", "totalBytes"}
 		raw, _ := d["rawBytes"].(float64)
 		gz, _ := d["gzipBytes"].(float64)
+		total, _ := d["totalBytes"].(float64)
 		n = int64(raw)
-		return fmt.Sprintf("%s read from etcd, %s written%s", mib(int64(raw)), mib(int64(gz)), p.rate(n))
+		done := mib(n)
+		if total > 0 {
+			done = fmt.Sprintf("%s of %s (%.0f%%)", mib(n), mib(int64(total)), min(100, 100*raw/total))
+		}
+		return fmt.Sprintf("%s read from etcd, %s written%s", done, mib(int64(gz)), p.rate(n))
 	default:
 		return fmt.Sprint(detail)
 	}
