@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"time"
@@ -67,7 +68,7 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 		done := r.step(ctx, "discover masters")
 		var found []activities.DiscoveredMaster
 		if err := workflow.ExecuteActivity(actx, a.DiscoverMasters, activities.DiscoverInput{
-			Cluster: r.in.Cluster, Region: r.in.Discover.Region, Template: r.in.Discover.DockerEndpointTemplate,
+			Cluster: r.in.Cluster, Region: r.in.Discover.Region, Template: cmp.Or(r.in.Discover.DockerEndpointTemplate, api.DefaultDockerEndpointTemplate),
 			TLSCA: r.in.Discover.TLSCA, TLSCert: r.in.Discover.TLSCert, TLSKey: r.in.Discover.TLSKey,
 		}).Get(ctx, &found); err != nil {
 			return nil, err

@@ -71,7 +71,7 @@ type MasterInput struct {
 // DiscoverInput finds masters as running EC2 instances tagged for the cluster.
 type DiscoverInput struct {
 	Region                 string `json:"region"`
-	DockerEndpointTemplate string `json:"dockerEndpointTemplate"` // e.g. tcp://{{.PrivateIP}}:2376
+	DockerEndpointTemplate string `json:"dockerEndpointTemplate,omitempty"` // default tcp://{{.PrivateIP}}:2376
 	TLSCA                  string `json:"tlsCA,omitempty"`
 	TLSCert                string `json:"tlsCert,omitempty"`
 	TLSKey                 string `json:"tlsKey,omitempty"`
