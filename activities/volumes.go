@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -76,10 +75,15 @@ func ec2Err(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// ebsHeartbeat heartbeats every 2 s: EC2 activities have a 10 s heartbeat
-// timeout so a killed worker's work is retried quickly.
-func ebsHeartbeat(ctx context.Context, detail func() any) (stop func()) {
-	return heartbeatEvery(ctx, 2*time.Second, detail)
+// ebsHeartbeatInterval is 2 s: EC2 activities have a 10 s heartbeat timeout
+// so a killed worker's work is retried quickly. Tests shorten it.
+var ebsHeartbeatInterval = 2 * time.Second
+
+// ebsHeartbeat heartbeats a progress value, starting at initial, that the
+// activity's body updates with set; stop ends the heartbeats.
+func ebsHeartbeat(ctx context.Context, initial any) (p *progress, stop func()) {
+	p = newProgress(initial)
+	return p, heartbeatProgress(ctx, ebsHeartbeatInterval, p)
 }
 
 // ebsPoll calls check until it reports done, waiting from 250 ms up to 5 s
@@ -110,7 +114,8 @@ type FindVolumesInput struct {
 // EBSFindEtcdVolumes finds the volumes protokube mounts for the cluster's
 // etcd clusters. Finding none is final: the name or region is wrong.
 func (a *Volumes) EBSFindEtcdVolumes(ctx context.Context, in FindVolumesInput) ([]ebs.EtcdVolume, error) {
-	defer ebsHeartbeat(ctx, func() any { return "describing volumes" })()
+	_, stop := ebsHeartbeat(ctx, "describing volumes")
+	defer stop()
 	c, err := ec2Client(ctx, in.Region)
 	if err != nil {
 		return nil, err
@@ -144,7 +149,8 @@ type SnapshotVolumeInput struct {
 // for a snapshot of this volume already tagged with this set: a retry after
 // a lost answer finds it instead of taking a second one.
 func (a *Volumes) EBSSnapshotVolume(ctx context.Context, in SnapshotVolumeInput) (ebs.Snapshot, error) {
-	defer ebsHeartbeat(ctx, func() any { return "snapshotting " + in.Volume.ID })()
+	_, stop := ebsHeartbeat(ctx, "snapshotting "+in.Volume.ID)
+	defer stop()
 	c, err := ec2Client(ctx, in.Region)
 	if err != nil {
 		return ebs.Snapshot{}, err
@@ -189,13 +195,8 @@ type WaitSnapshotsInput struct {
 // their progress. A snapshot in error, or gone, fails for good: the set
 // cannot be completed any more.
 func (a *Volumes) EBSWaitSnapshots(ctx context.Context, in WaitSnapshotsInput) ([]ebs.Snapshot, error) {
-	var mu sync.Mutex
-	progress := map[string]string{}
-	defer ebsHeartbeat(ctx, func() any {
-		mu.Lock()
-		defer mu.Unlock()
-		return fmt.Sprint(progress)
-	})()
+	hb, stop := ebsHeartbeat(ctx, "describing snapshots")
+	defer stop()
 	c, err := ec2Client(ctx, in.Region)
 	if err != nil {
 		return nil, err
@@ -207,12 +208,12 @@ func (a *Volumes) EBSWaitSnapshots(ctx context.Context, in WaitSnapshotsInput) (
 			return false, ec2Err("describe snapshots", err)
 		}
 		byID := map[string]ebs.Snapshot{}
-		mu.Lock()
+		progress := map[string]string{}
 		for _, s := range got {
 			byID[s.ID] = s
 			progress[s.ID] = s.State + " " + s.Progress
 		}
-		mu.Unlock()
+		hb.set(fmt.Sprint(progress))
 		snaps = snaps[:0]
 		done := true
 		for _, id := range in.SnapshotIDs {
@@ -246,8 +247,8 @@ type PruneSnapshotsInput struct {
 // touched). A snapshot already gone counts as deleted, so a retry finishes
 // what an earlier attempt started.
 func (a *Volumes) EBSPruneSnapshots(ctx context.Context, in PruneSnapshotsInput) (ebs.RetentionPlan, error) {
-	deleted := 0
-	defer ebsHeartbeat(ctx, func() any { return fmt.Sprintf("%d snapshots deleted", deleted) })()
+	hb, stop := ebsHeartbeat(ctx, "listing snapshots")
+	defer stop()
 	c, err := ec2Client(ctx, in.Region)
 	if err != nil {
 		return ebs.RetentionPlan{}, err
@@ -260,6 +261,7 @@ func (a *Volumes) EBSPruneSnapshots(ctx context.Context, in PruneSnapshotsInput)
 	if in.DryRun {
 		return plan, nil
 	}
+	deleted := 0
 	var errs []error
 	for _, d := range plan.Delete {
 		for _, id := range d.Snapshots {
@@ -269,6 +271,7 @@ func (a *Volumes) EBSPruneSnapshots(ctx context.Context, in PruneSnapshotsInput)
 				continue
 			}
 			deleted++
+			hb.setf("%d snapshots deleted", deleted)
 		}
 	}
 	return plan, errors.Join(errs...)
@@ -292,8 +295,8 @@ type PlanRestoreInput struct {
 // volumes, the snapshots and the masters, changes nothing, and returns the
 // plan, or every reason the restore must not run (final).
 func (a *Volumes) EBSPlanRestore(ctx context.Context, in PlanRestoreInput) (ebs.RestorePlan, error) {
-	step := "reading the cluster spec"
-	defer ebsHeartbeat(ctx, func() any { return step })()
+	hb, stop := ebsHeartbeat(ctx, "reading the cluster spec")
+	defer stop()
 	spec, err := readKopsSpec(ctx, in.StateStore, in.Cluster)
 	if err != nil {
 		return ebs.RestorePlan{}, err
@@ -302,7 +305,7 @@ func (a *Volumes) EBSPlanRestore(ctx context.Context, in PlanRestoreInput) (ebs.
 	if err != nil {
 		return ebs.RestorePlan{}, err
 	}
-	step = "describing volumes, snapshots and masters"
+	hb.set("describing volumes, snapshots and masters")
 	vols, err := ebs.FindEtcdVolumes(ctx, c, in.Cluster, in.EtcdClusters)
 	if err != nil {
 		if ebs.ErrorCode(err) != "" {
@@ -396,7 +399,8 @@ type CreateVolumeInput struct {
 // EC2 no longer remembers.
 func (a *Volumes) EBSCreateVolume(ctx context.Context, in CreateVolumeInput) (string, error) {
 	m := in.Member
-	defer ebsHeartbeat(ctx, func() any { return "creating the volume of " + m.Key() })()
+	_, stop := ebsHeartbeat(ctx, "creating the volume of "+m.Key())
+	defer stop()
 	c, err := ec2Client(ctx, in.Region)
 	if err != nil {
 		return "", err
@@ -442,8 +446,8 @@ type WaitVolumeInput struct {
 // encrypted as planned: a volume that would leave a member unencrypted, or
 // under another key, is never tagged for protokube.
 func (a *Volumes) EBSWaitVolume(ctx context.Context, in WaitVolumeInput) (ebs.Volume, error) {
-	state := "unknown"
-	defer ebsHeartbeat(ctx, func() any { return in.VolumeID + " " + state })()
+	hb, stop := ebsHeartbeat(ctx, in.VolumeID+" unknown")
+	defer stop()
 	c, err := ec2Client(ctx, in.Region)
 	if err != nil {
 		return ebs.Volume{}, err
@@ -457,7 +461,8 @@ func (a *Volumes) EBSWaitVolume(ctx context.Context, in WaitVolumeInput) (ebs.Vo
 		if err != nil || !ok {
 			return false, ec2Err("describe volume "+in.VolumeID, err)
 		}
-		v, state = got, got.State
+		v = got
+		hb.set(in.VolumeID + " " + got.State)
 		switch got.State {
 		case "available", "in-use":
 			return true, nil
@@ -494,7 +499,8 @@ type SwapResult struct {
 // between the two leaves both and the retry finishes the job.
 func (a *Volumes) EBSSwapTags(ctx context.Context, in SwapTagsInput) (SwapResult, error) {
 	m := in.Member
-	defer ebsHeartbeat(ctx, func() any { return "moving the tags of " + m.Key() })()
+	_, stop := ebsHeartbeat(ctx, "moving the tags of "+m.Key())
+	defer stop()
 	c, err := ec2Client(ctx, in.Region)
 	if err != nil {
 		return SwapResult{}, err
@@ -543,7 +549,8 @@ type RollBackTagsInput struct {
 // volume is kept (marked rolled back) for the operator to inspect or delete.
 func (a *Volumes) EBSRollBackTags(ctx context.Context, in RollBackTagsInput) error {
 	m := in.Member
-	defer ebsHeartbeat(ctx, func() any { return "rolling back the tags of " + m.Key() })()
+	_, stop := ebsHeartbeat(ctx, "rolling back the tags of "+m.Key())
+	defer stop()
 	c, err := ec2Client(ctx, in.Region)
 	if err != nil {
 		return err
@@ -624,7 +631,8 @@ type InstancesInput struct {
 // shows no trace of a reboot, so a retry after a lost answer reboots again:
 // harmless, the master only restarts once more.
 func (a *Volumes) EBSRebootInstances(ctx context.Context, in InstancesInput) error {
-	defer ebsHeartbeat(ctx, func() any { return "rebooting " + strings.Join(in.InstanceIDs, ",") })()
+	_, stop := ebsHeartbeat(ctx, "rebooting "+strings.Join(in.InstanceIDs, ","))
+	defer stop()
 	c, err := ec2Client(ctx, in.Region)
 	if err != nil {
 		return err
@@ -675,9 +683,8 @@ func (a *Volumes) EBSStartInstances(ctx context.Context, in InstancesInput) erro
 }
 
 func (a *Volumes) changeInstances(ctx context.Context, in InstancesInput, want string, act func(*ec2.Client) error) error {
-	var mu sync.Mutex
-	seen := map[string]string{}
-	defer ebsHeartbeat(ctx, func() any { mu.Lock(); defer mu.Unlock(); return fmt.Sprint(seen) })()
+	hb, stop := ebsHeartbeat(ctx, "making "+strings.Join(in.InstanceIDs, ",")+" "+want)
+	defer stop()
 	c, err := ec2Client(ctx, in.Region)
 	if err != nil {
 		return err
@@ -690,9 +697,7 @@ func (a *Volumes) changeInstances(ctx context.Context, in InstancesInput, want s
 		if err != nil {
 			return false, err
 		}
-		mu.Lock()
-		seen = states
-		mu.Unlock()
+		hb.set(fmt.Sprint(states))
 		for _, id := range in.InstanceIDs {
 			if states[id] != want {
 				return false, nil
@@ -729,7 +734,8 @@ type VolumesInput struct {
 // stopped, so nothing has them mounted) and waits until they are available.
 // Only volumes marked as replaced are touched.
 func (a *Volumes) EBSDetachVolumes(ctx context.Context, in VolumesInput) error {
-	defer ebsHeartbeat(ctx, func() any { return "detaching " + strings.Join(in.VolumeIDs, ",") })()
+	_, stop := ebsHeartbeat(ctx, "detaching "+strings.Join(in.VolumeIDs, ","))
+	defer stop()
 	c, err := ec2Client(ctx, in.Region)
 	if err != nil {
 		return err
@@ -780,7 +786,8 @@ type DeleteVolumeInput struct {
 // attached is not an error: the volume stays, untagged, and is reported.
 func (a *Volumes) EBSDeleteOldVolume(ctx context.Context, in DeleteVolumeInput) (DeleteOutcome, error) {
 	out := DeleteOutcome{VolumeID: in.VolumeID}
-	defer ebsHeartbeat(ctx, func() any { return "deleting " + in.VolumeID })()
+	_, stop := ebsHeartbeat(ctx, "deleting "+in.VolumeID)
+	defer stop()
 	c, err := ec2Client(ctx, in.Region)
 	if err != nil {
 		return out, err
@@ -824,27 +831,27 @@ func (a *Volumes) EBSWaitEtcd(ctx context.Context, in WaitEtcdInput) (int, error
 	if err := in.Etcd.Validate(); err != nil {
 		return 0, nonRetryable(err)
 	}
-	last := "not asked yet"
-	defer ebsHeartbeat(ctx, func() any { return last })()
+	hb, stop := ebsHeartbeat(ctx, "not asked yet")
+	defer stop()
 	members := 0
 	err := ebsPoll(ctx, func() (bool, error) {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		cli, err := etcdconn.New(cctx, in.Etcd)
 		if err != nil {
-			last = err.Error()
+			hb.set(err.Error())
 			return false, nil
 		}
 		defer cli.Close()
 		for _, ep := range in.Etcd.Endpoints {
 			if _, err := etcdconn.Status(cctx, cli, ep); err != nil {
-				last = ep + ": " + err.Error()
+				hb.set(ep + ": " + err.Error())
 				return false, nil
 			}
 		}
 		list, err := cli.MemberList(cctx)
 		if err != nil {
-			last = err.Error()
+			hb.set(err.Error())
 			return false, nil
 		}
 		started := 0
@@ -854,7 +861,7 @@ func (a *Volumes) EBSWaitEtcd(ctx context.Context, in WaitEtcdInput) (int, error
 			}
 		}
 		members = started
-		last = fmt.Sprintf("%d of %d members started", started, in.Members)
+		hb.setf("%d of %d members started", started, in.Members)
 		return started >= in.Members, nil
 	})
 	return members, err
