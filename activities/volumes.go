@@ -16,6 +16,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/ebs"
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/inputerr"
+	"github.com/kopsdr/kopsdr/internal/kops"
 	"github.com/kopsdr/kopsdr/internal/kopsspec"
 )
 
@@ -43,10 +44,14 @@ const ec2Permissions = "give the worker's AWS identity ec2:DescribeVolumes, ec2:
 // environment (AWS default chain, AWS_ENDPOINT_URL_EC2).
 type Volumes struct{}
 
-// ec2Client builds the client for one call.
+// ec2Client builds the client for one call (kops.NewEC2Client: the one
+// EC2 client, which never asks the metadata service in tests or dev mode).
 func ec2Client(ctx context.Context, region string) (*ec2.Client, error) {
-	c, err := ebs.NewClient(ctx, region)
+	c, err := kops.NewEC2Client(ctx, region, "")
 	if err != nil {
+		if _, ok := inputerr.As(err); ok {
+			return nil, nonRetryable(err)
+		}
 		return nil, nonRetryable(inputerr.Wrap(err, "region", region,
 			"give the worker AWS credentials (environment, shared files or instance role) and the cluster's region"))
 	}
@@ -326,7 +331,7 @@ func (a *Volumes) EBSPlanRestore(ctx context.Context, in PlanRestoreInput) (ebs.
 		}
 		snaps = append(snaps, named...)
 	}
-	masters, err := ebs.FindMasters(ctx, c, in.Cluster)
+	masters, err := kops.FindMasters(ctx, c, in.Cluster, kops.NotTerminated)
 	if err != nil {
 		return ebs.RestorePlan{}, ec2Err("find the cluster's masters", err)
 	}
@@ -708,13 +713,9 @@ func (a *Volumes) changeInstances(ctx context.Context, in InstancesInput, want s
 }
 
 func ec2InstanceStates(ctx context.Context, c *ec2.Client, ids []string) (map[string]string, error) {
-	ins, err := ebs.DescribeInstances(ctx, c, ebs.Filter("instance-id", ids...))
+	states, err := ebs.InstanceStates(ctx, c, ids)
 	if err != nil {
 		return nil, ec2Err("describe "+strings.Join(ids, ","), err)
-	}
-	states := map[string]string{}
-	for _, in := range ins {
-		states[in.ID] = in.State
 	}
 	for _, id := range ids {
 		if _, ok := states[id]; !ok {

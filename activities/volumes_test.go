@@ -68,6 +68,10 @@ func TestFindEtcdVolumes(t *testing.T) {
 	s := startEC2(t)
 	vols := seedCluster(s, false, "")
 	s.AddVolume(fakeec2.Volume{Tags: map[string]string{"KubernetesCluster": "other.example.com", "k8s.io/etcd/main": "a/a"}})
+	// Not the cluster's by kops's rule (shared, or tags that disagree): had
+	// they counted, each would be a second volume claiming main/a.
+	s.AddVolume(fakeec2.Volume{Tags: map[string]string{"kubernetes.io/cluster/" + testCluster: "shared", "k8s.io/etcd/main": "a/a,b,c"}})
+	s.AddVolume(fakeec2.Volume{Tags: map[string]string{"KubernetesCluster": "other.example.com", "kubernetes.io/cluster/" + testCluster: "owned", "k8s.io/etcd/main": "a/a,b,c"}})
 	a := &Volumes{}
 	ctx := context.Background()
 

@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/kopsdr/kopsdr/internal/ebs"
+	"github.com/kopsdr/kopsdr/internal/kops"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/workflows"
 )
@@ -239,7 +240,7 @@ func (a *app) listVolumeSnapshotsCmd() *cobra.Command {
 It asks EC2 directly with the AWS credentials of this shell; no worker is needed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := ebs.NewClient(cmd.Context(), region)
+			c, err := kops.NewEC2Client(cmd.Context(), region, "")
 			if err != nil {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kopsdr/kopsdr/internal/inputerr"
+	"github.com/kopsdr/kopsdr/internal/kops"
 )
 
 // How a restore restarts the masters and what it does with the volumes it
@@ -49,9 +50,9 @@ type PlanInput struct {
 	OldVolumes   string
 	WorkflowID   string // with RunID, derives each member's ClientToken
 	RunID        string
-	Volumes      []EtcdVolume // the etcd volumes protokube sees now
-	Snapshots    []Snapshot   // the cluster's kopsdr snapshots and any named by id
-	Instances    []Instance   // the cluster's masters
+	Volumes      []EtcdVolume  // the etcd volumes protokube sees now
+	Snapshots    []Snapshot    // the cluster's kopsdr snapshots and any named by id
+	Instances    []kops.Master // the cluster's masters (kops.NotTerminated)
 	// Encryption is the cluster spec's word per member ("main/a").
 	Encryption map[string]MemberEncryption
 }
@@ -399,7 +400,7 @@ func instanceFor(in PlanInput, m MemberPlan, problem func(field, value, fix stri
 	var inZone []string
 	for _, i := range in.Instances {
 		if i.AvailabilityZone == m.AvailabilityZone && m.AvailabilityZone != "" {
-			inZone = append(inZone, i.ID)
+			inZone = append(inZone, i.InstanceID)
 		}
 	}
 	if in.Restart == RestartNone {

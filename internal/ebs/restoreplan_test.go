@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kopsdr/kopsdr/internal/inputerr"
+	"github.com/kopsdr/kopsdr/internal/kops"
 )
 
 var zones = map[string]string{"a": "us-east-1a", "b": "us-east-1b", "c": "us-east-1c"}
@@ -35,7 +36,7 @@ func newFixture() *fixture {
 		}
 	}
 	for _, m := range []string{"a", "b", "c"} {
-		f.in.Instances = append(f.in.Instances, Instance{ID: "i-" + m, AvailabilityZone: zones[m], State: "running"})
+		f.in.Instances = append(f.in.Instances, kops.Master{InstanceID: "i-" + m, AvailabilityZone: zones[m], State: "running"})
 	}
 	return f
 }
