@@ -294,6 +294,9 @@ type PlanRestoreInput struct {
 	OldVolumes   string        `json:"oldVolumes"`
 	WorkflowID   string        `json:"workflowId"`
 	RunID        string        `json:"runId"`
+	// Again and AllowMixedTimes lift the plan's guards (ebs.PlanInput).
+	Again           bool `json:"again,omitempty"`
+	AllowMixedTimes bool `json:"allowMixedTimes,omitempty"`
 }
 
 // EBSPlanRestore is the pre-flight: it reads the cluster spec, the etcd
@@ -344,7 +347,7 @@ func (a *Volumes) EBSPlanRestore(ctx context.Context, in PlanRestoreInput) (ebs.
 	plan, problems := ebs.PlanRestore(ebs.PlanInput{
 		Cluster: in.Cluster, Region: in.Region, EtcdClusters: in.EtcdClusters, Members: in.Members, Select: in.Select,
 		Restart: in.Restart, OldVolumes: in.OldVolumes, WorkflowID: in.WorkflowID, RunID: in.RunID,
-		Volumes: vols, Snapshots: snaps, Instances: masters, Encryption: enc,
+		Again: in.Again, AllowMixedTimes: in.AllowMixedTimes, Volumes: vols, Snapshots: snaps, Instances: masters, Encryption: enc,
 	})
 	if len(problems) > 0 {
 		return ebs.RestorePlan{}, preflightRefused(problems)

@@ -199,7 +199,7 @@ func TestRestoreMemberSteps(t *testing.T) {
 
 	plan, err := a.EBSPlanRestore(ctx, PlanRestoreInput{Region: "us-east-1", Cluster: testCluster, StateStore: store,
 		EtcdClusters: []string{"main"}, Members: []string{"b"}, Restart: ebs.RestartReboot, OldVolumes: ebs.OldVolumesUntag,
-		WorkflowID: "restore/" + testCluster, RunID: "r1"})
+		WorkflowID: "restore/" + testCluster, RunID: "r1", AllowMixedTimes: true})
 	require.NoError(t, err)
 	require.Len(t, plan.Members, 1)
 	m := plan.Members[0]

@@ -37,11 +37,18 @@ type VolumeRestoreInput struct {
 	// default the newest set with a completed snapshot of every member.
 	SnapshotSet string   `json:"snapshotSet,omitempty"`
 	SnapshotIDs []string `json:"snapshotIds,omitempty"`
-	At          string   `json:"at,omitempty"`         // RFC 3339: the newest complete set taken at or before
-	OldVolumes  string   `json:"oldVolumes,omitempty"` // untag (default) | delete (once detached)
-	Restart     string   `json:"restart,omitempty"`    // reboot (default) | stop-start | none
-	DryRun      bool     `json:"dryRun,omitempty"`     // stop after the plan and return it
-	Approve     bool     `json:"approve,omitempty"`    // approved up front: no waiting
+	At          string   `json:"at,omitempty"` // RFC 3339: the newest complete set taken at or before
+	// Again restores snapshots the current volumes already came from (a
+	// restore done before); without it such a restore is refused.
+	Again bool `json:"again,omitempty"`
+	// AllowMixedTimes lets members of one etcd cluster hold data from
+	// different times (snapshots of different sets, or only some members
+	// restored); without it such a restore is refused.
+	AllowMixedTimes bool   `json:"allowMixedTimes,omitempty"`
+	OldVolumes      string `json:"oldVolumes,omitempty"` // untag (default) | delete (once detached)
+	Restart         string `json:"restart,omitempty"`    // reboot (default) | stop-start | none
+	DryRun          bool   `json:"dryRun,omitempty"`     // stop after the plan and return it
+	Approve         bool   `json:"approve,omitempty"`    // approved up front: no waiting
 	// ApprovalTimeout is how long to wait for approve or reject (Go
 	// duration, default "24h"); then the restore ends having created nothing.
 	ApprovalTimeout string `json:"approvalTimeout,omitempty"`
@@ -158,6 +165,7 @@ func VolumeRestore(ctx workflow.Context, in VolumeRestoreInput) (*VolumeRestoreR
 		Region: in.Region, Cluster: in.Cluster, StateStore: in.StateStore, EtcdClusters: sel.etcdClusters, Members: in.Members,
 		Select: sel.selection, Restart: sel.restart, OldVolumes: sel.oldVolumes,
 		WorkflowID: info.WorkflowExecution.ID, RunID: info.FirstRunID,
+		Again: in.Again, AllowMixedTimes: in.AllowMixedTimes,
 	}).Get(ctx, &r.plan); err != nil {
 		return nil, r.fail(err)
 	}
