@@ -67,7 +67,7 @@ func (a *Volumes) EBSFindEtcdVolumes(ctx context.Context, in FindVolumesInput) (
 	}
 	if len(vols) == 0 {
 		return nil, nonRetryable(inputerr.New("cluster", in.Cluster, fmt.Sprintf(
-			"no volume in region %s is tagged %s=%s (or %s%s) and %s%s: check the cluster name and region",
+			"no volume in region %s is tagged %s=%s (or %s%s=owned) and %s%s: check the cluster name and region",
 			in.Region, ebs.TagKubernetesCluster, in.Cluster, ebs.TagClusterPrefix, in.Cluster, ebs.TagEtcdPrefix, strings.Join(in.EtcdClusters, " or "+ebs.TagEtcdPrefix))))
 	}
 	return vols, nil
