@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -129,6 +130,30 @@ func heartbeatEvery(ctx context.Context, every time.Duration, detail func() any)
 		}
 	}()
 	return func() { close(done) }
+}
+
+// progress is an activity's heartbeat detail: the activity's body sets it
+// as it goes and the heartbeat goroutine reads it, so it is guarded. A
+// plain variable captured by the detail func would be a data race.
+type progress struct {
+	mu sync.Mutex
+	v  any
+}
+
+func newProgress(v any) *progress { return &progress{v: v} }
+
+// set replaces the detail.
+func (p *progress) set(v any) { p.mu.Lock(); p.v = v; p.mu.Unlock() }
+
+// setf sets a formatted detail.
+func (p *progress) setf(format string, args ...any) { p.set(fmt.Sprintf(format, args...)) }
+
+// get is the detail now; it is the func heartbeatEvery calls.
+func (p *progress) get() any { p.mu.Lock(); defer p.mu.Unlock(); return p.v }
+
+// heartbeatProgress heartbeats p every interval until stop is called.
+func heartbeatProgress(ctx context.Context, every time.Duration, p *progress) (stop func()) {
+	return heartbeatEvery(ctx, every, p.get)
 }
 
 // heartbeatReader heartbeats as a long read (verification) makes progress.

@@ -19,8 +19,8 @@ import (
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/internal/inputerr"
+	"github.com/kopsdr/kopsdr/internal/kops"
 	"github.com/kopsdr/kopsdr/internal/leases"
-	"github.com/kopsdr/kopsdr/internal/masters"
 	"github.com/kopsdr/kopsdr/internal/restart"
 	"github.com/kopsdr/kopsdr/internal/snapshot"
 )
@@ -521,22 +521,25 @@ type DiscoveredMaster struct {
 	IP     string         `json:"ip"`
 }
 
-// DiscoverMasters lists running instances tagged as the cluster's masters
-// and renders each one's Docker endpoint.
+// DiscoverMasters lists the running instances kops tagged as the cluster's
+// masters (kops.FindMasters, the one finder) and renders each one's Docker
+// endpoint.
 func (a *Restore) DiscoverMasters(ctx context.Context, in DiscoverInput) ([]DiscoveredMaster, error) {
-	c, err := masters.NewEC2Client(ctx, in.Region, "")
+	c, err := kops.NewEC2Client(ctx, in.Region, "")
 	if err != nil {
 		return nil, nonRetryable(err)
 	}
-	ms, err := masters.DiscoverEC2(ctx, c, in.Cluster)
-	if err != nil {
+	ms, err := kops.FindMasters(ctx, c, in.Cluster, kops.Running)
+	if _, bad := inputerr.As(err); bad {
 		return nil, nonRetryable(err)
+	} else if err != nil {
+		return nil, ec2Err("find the masters of "+in.Cluster, err)
 	}
 	if len(ms) == 0 {
 		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
 			"no running EC2 instance in %s is tagged as a master of %s", in.Region, in.Cluster), ErrTypePreflight, nil)
 	}
-	targets, err := masters.DockerEndpoints(ms, in.Template)
+	targets, err := dockerTargets(ms, in.Template)
 	if err != nil {
 		return nil, nonRetryable(err)
 	}

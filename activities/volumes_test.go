@@ -68,6 +68,10 @@ func TestFindEtcdVolumes(t *testing.T) {
 	s := startEC2(t)
 	vols := seedCluster(s, false, "")
 	s.AddVolume(fakeec2.Volume{Tags: map[string]string{"KubernetesCluster": "other.example.com", "k8s.io/etcd/main": "a/a"}})
+	// Not the cluster's by kops's rule (shared, or tags that disagree): had
+	// they counted, each would be a second volume claiming main/a.
+	s.AddVolume(fakeec2.Volume{Tags: map[string]string{"kubernetes.io/cluster/" + testCluster: "shared", "k8s.io/etcd/main": "a/a,b,c"}})
+	s.AddVolume(fakeec2.Volume{Tags: map[string]string{"KubernetesCluster": "other.example.com", "kubernetes.io/cluster/" + testCluster: "owned", "k8s.io/etcd/main": "a/a,b,c"}})
 	a := &Volumes{}
 	ctx := context.Background()
 
@@ -195,7 +199,7 @@ func TestRestoreMemberSteps(t *testing.T) {
 
 	plan, err := a.EBSPlanRestore(ctx, PlanRestoreInput{Region: "us-east-1", Cluster: testCluster, StateStore: store,
 		EtcdClusters: []string{"main"}, Members: []string{"b"}, Restart: ebs.RestartReboot, OldVolumes: ebs.OldVolumesUntag,
-		WorkflowID: "restore/" + testCluster, RunID: "r1"})
+		WorkflowID: "restore/" + testCluster, RunID: "r1", AllowMixedTimes: true})
 	require.NoError(t, err)
 	require.Len(t, plan.Members, 1)
 	m := plan.Members[0]

@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/kopsdr/kopsdr/internal/ebs"
+	"github.com/kopsdr/kopsdr/internal/kops"
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
 
@@ -158,7 +159,10 @@ from the old volume (kept untagged, or deleted once detached) to the new one. Th
 restart. If a step after the tags moved fails for good, the old volumes get their tags back.
 
 By default every member of main and events is restored from the newest snapshot set that has a
-completed snapshot of each; choose with --snapshot-set, --snapshot-ids or --at.`,
+completed snapshot of each (the plan warns when it passes over a newer incomplete set); choose
+with --snapshot-set, --snapshot-ids or --at. Pre-flight refuses to restore the snapshots the
+current volumes already came from (--again to repeat a restore) and to leave the members of one
+etcd cluster on data from different times (--allow-mixed-times).`,
 		Example: `  # See the plan, change nothing:
   kopsdr restore volumes --cluster k8s.mycompany.tld --region eu-central-1 --state-store s3://my.clusters --dry-run
   # Restore the newest set taken before an incident, then approve from another shell:
@@ -209,6 +213,8 @@ completed snapshot of each; choose with --snapshot-set, --snapshot-ids or --at.`
 	f.StringVar(&in.SnapshotSet, "snapshot-set", "", "restore this snapshot set (see kopsdr list-volume-snapshots)")
 	f.StringSliceVar(&in.SnapshotIDs, "snapshot-ids", nil, "restore these snapshots, one per member")
 	f.StringVar(&in.At, "at", "", "restore the newest complete set taken at or before this RFC 3339 time")
+	f.BoolVar(&in.Again, "again", false, "restore snapshots the current volumes already came from (refused without it)")
+	f.BoolVar(&in.AllowMixedTimes, "allow-mixed-times", false, "let members of one etcd cluster come from different times: other sets, or only some members restored (refused without it)")
 	f.StringVar(&in.OldVolumes, "old-volumes", "", "untag (default: keep them without kops tags) or delete (once detached)")
 	f.StringVar(&in.Restart, "restart", "", "reboot (default), stop-start, or none")
 	f.BoolVar(&in.DryRun, "dry-run", false, "run pre-flight, print the plan, change nothing")
@@ -276,7 +282,7 @@ It asks EC2 directly with the AWS credentials of this shell; no worker is needed
 			if err := api.CheckRegion("region", region); err != nil {
 				return err
 			}
-			c, err := ebs.NewClient(cmd.Context(), region)
+			c, err := kops.NewEC2Client(cmd.Context(), region, "")
 			if err != nil {
 				return err
 			}

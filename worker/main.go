@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/kopsdr/kopsdr/internal/devserver"
+	"github.com/kopsdr/kopsdr/internal/kops"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/worker/registry"
 )
@@ -57,6 +58,9 @@ travel through Temporal.`,
 			}
 			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			if dev {
+				// Dev mode never sends EC2 traffic off this machine: no
+				// instance metadata, only a loopback EC2 endpoint.
+				kops.SetLocalOnly(true)
 				srv, err := devserver.Start(ctx, devserver.Options{DataDir: dataDir, Port: devPort, UIPort: uiPort, Namespace: conn.Namespace})
 				if err != nil {
 					return err

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/kopsdr/kopsdr/worker/registry"
 	"github.com/kopsdr/kopsdr/workflows/api"
@@ -33,8 +34,13 @@ func TestReplayRecordedHistories(t *testing.T) {
 			defer fh.Close()
 			h, err := client.HistoryFromJSON(fh, client.HistoryJSONOptions{})
 			require.NoError(t, err)
-			types[h.GetEvents()[0].GetWorkflowExecutionStartedEventAttributes().GetWorkflowType().GetName()] = true
-			require.NoError(t, r.ReplayWorkflowHistory(nil, h))
+			id, err := os.ReadFile(strings.TrimSuffix(f, ".json") + ".id")
+			require.NoError(t, err, "the workflow id beside the history")
+			started := h.GetEvents()[0].GetWorkflowExecutionStartedEventAttributes()
+			types[started.GetWorkflowType().GetName()] = true
+			require.NoError(t, r.ReplayWorkflowHistoryWithOptions(nil, h, worker.ReplayWorkflowHistoryOptions{
+				OriginalExecution: workflow.Execution{ID: strings.TrimSpace(string(id)), RunID: started.GetOriginalExecutionRunId()},
+			}))
 		})
 	}
 	for _, typ := range []string{api.WorkflowEtcdBackup, api.WorkflowClusterBackup, api.WorkflowEtcdManagerRestore,

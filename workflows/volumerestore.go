@@ -72,6 +72,7 @@ func VolumeRestore(ctx workflow.Context, in VolumeRestoreInput) (*VolumeRestoreR
 		Region: in.Region, Cluster: in.Cluster, StateStore: in.StateStore, EtcdClusters: sel.etcdClusters, Members: in.Members,
 		Select: sel.selection, Restart: sel.restart, OldVolumes: sel.oldVolumes,
 		WorkflowID: info.WorkflowExecution.ID, RunID: info.FirstRunID,
+		Again: in.Again, AllowMixedTimes: in.AllowMixedTimes,
 	}).Get(ctx, &r.plan); err != nil {
 		return nil, r.fail(err)
 	}

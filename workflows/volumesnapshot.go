@@ -124,8 +124,8 @@ func resolveVolumeSnapshot(in VolumeSnapshotInput) ([]string, ebs.RetentionPolic
 		if r.KeepLast > 0 {
 			p.KeepLast = r.KeepLast
 		}
-		p.HourlyFor, _ = api.Duration("retention.hourlyFor", r.HourlyFor, p.HourlyFor)
-		p.DailyFor, _ = api.Duration("retention.dailyFor", r.DailyFor, p.DailyFor)
+		p.HourlyFor, _ = api.DurationOrOff("retention.hourlyFor", r.HourlyFor, p.HourlyFor)
+		p.DailyFor, _ = api.DurationOrOff("retention.dailyFor", r.DailyFor, p.DailyFor)
 	}
 	wait, _ := api.Duration("waitTimeout", in.WaitTimeout, api.DefaultSnapshotWait)
 	return ecs, p, wait, nil

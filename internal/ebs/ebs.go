@@ -3,35 +3,20 @@
 // snapshots it takes so it can find them again, which snapshot sets a
 // retention policy keeps, and what a restore must create. The planning parts
 // are pure functions over plain values; the EC2 parts are thin wrappers over
-// the real aws-sdk-go-v2 client, whose region comes from the caller and whose
-// credentials and endpoint come from the worker's environment only.
+// the real aws-sdk-go-v2 client, built by kops.NewEC2Client: its region comes
+// from the caller and its credentials and endpoint from the worker's
+// environment only. What a kops master is and its tags live in package kops.
 package ebs
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/smithy-go"
 )
-
-// NewClient builds an EC2 client for region from the worker's environment:
-// the AWS default credential chain (env, shared files, IMDS/IRSA) and, for a
-// non-AWS endpoint, AWS_ENDPOINT_URL_EC2 (or AWS_ENDPOINT_URL), which the SDK
-// honours by itself. Nothing secret ever comes from workflow input.
-func NewClient(ctx context.Context, region string) (*ec2.Client, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(region))
-	if err != nil {
-		return nil, fmt.Errorf("load AWS configuration: %w", err)
-	}
-	return ec2.NewFromConfig(cfg), nil
-}
 
 // ErrorCode is the EC2 error code of err ("" when err is not an EC2 answer).
 func ErrorCode(err error) string {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kopsdr/kopsdr/internal/inputerr"
+	"github.com/kopsdr/kopsdr/internal/kops"
 )
 
 // How a restore restarts the masters and what it does with the volumes it
@@ -49,9 +50,14 @@ type PlanInput struct {
 	OldVolumes   string
 	WorkflowID   string // with RunID, derives each member's ClientToken
 	RunID        string
-	Volumes      []EtcdVolume // the etcd volumes protokube sees now
-	Snapshots    []Snapshot   // the cluster's kopsdr snapshots and any named by id
-	Instances    []Instance   // the cluster's masters
+	// Again allows restoring snapshots the current volumes already came
+	// from (a repeated restore); AllowMixedTimes allows an etcd cluster
+	// whose members would hold data from different times.
+	Again           bool
+	AllowMixedTimes bool
+	Volumes         []EtcdVolume  // the etcd volumes protokube sees now
+	Snapshots       []Snapshot    // the cluster's kopsdr snapshots and any named by id
+	Instances       []kops.Master // the cluster's masters (kops.NotTerminated)
 	// Encryption is the cluster spec's word per member ("main/a").
 	Encryption map[string]MemberEncryption
 }
@@ -124,7 +130,8 @@ func PlanRestore(in PlanInput) (RestorePlan, []*inputerr.Error) {
 			current[v.Key()] = v
 		}
 	}
-	chosen, set := chooseSnapshots(in, current, problem)
+	chosen, set, warnings := chooseSnapshots(in, current, problem)
+	plan.Warnings = append(plan.Warnings, warnings...)
 	if set != nil {
 		plan.SnapshotSet, plan.SetTime = set.ID, set.Time
 	}
@@ -138,6 +145,12 @@ func PlanRestore(in PlanInput) (RestorePlan, []*inputerr.Error) {
 		m, warnings := planMember(in, key, chosen[key], current, func(fix string) { problem(field, value, fix) }, problem)
 		plan.Warnings = append(plan.Warnings, warnings...)
 		plan.Members = append(plan.Members, m)
+	}
+	if len(problems) == 0 {
+		// Guards on an otherwise valid plan: each is a problem unless the
+		// operator asked for it, then a warning.
+		plan.Warnings = append(plan.Warnings, guardRepeat(in, chosen, current, set, problem)...)
+		plan.Warnings = append(plan.Warnings, guardMixedTimes(in, chosen, current, problem)...)
 	}
 	if len(plan.Members) == 0 && len(problems) == 0 {
 		problem("cluster", in.Cluster, "no etcd member to restore: check the cluster name, region, etcdClusters and members")
@@ -197,7 +210,9 @@ func wantedMembers(in PlanInput, current map[string]EtcdVolume, fromSet []Snapsh
 }
 
 // chooseSnapshots picks one snapshot per member, by explicit ids or by set.
-func chooseSnapshots(in PlanInput, current map[string]EtcdVolume, problem func(field, value, fix string)) (map[string]Snapshot, *SnapshotSet) {
+// When it passes over newer incomplete sets to pick an older one, it says
+// so in a warning naming both.
+func chooseSnapshots(in PlanInput, current map[string]EtcdVolume, problem func(field, value, fix string)) (map[string]Snapshot, *SnapshotSet, []string) {
 	chosen := map[string]Snapshot{}
 	if len(in.Select.SnapshotIDs) > 0 {
 		byID := map[string]Snapshot{}
@@ -249,7 +264,7 @@ func chooseSnapshots(in PlanInput, current map[string]EtcdVolume, problem func(f
 				}
 			}
 		}
-		return chosen, nil
+		return chosen, nil, nil
 	}
 
 	var candidates []SnapshotSet
@@ -276,7 +291,7 @@ func chooseSnapshots(in PlanInput, current map[string]EtcdVolume, problem func(f
 			problem(field, value, "no kopsdr snapshot set of cluster "+in.Cluster+" in region "+in.Region+
 				" (at or before that time): take one with kopsdr snapshot-volumes, or name snapshotIds")
 		}
-		return chosen, nil
+		return chosen, nil, nil
 	}
 	var incomplete []string
 	for _, s := range candidates {
@@ -286,7 +301,12 @@ func chooseSnapshots(in PlanInput, current map[string]EtcdVolume, problem func(f
 			for _, k := range wanted {
 				chosen[k], _ = s.Member(k)
 			}
-			return chosen, &s
+			var warnings []string
+			if len(incomplete) > 0 {
+				warnings = append(warnings, fmt.Sprintf("the newest snapshot set %s (%s) is incomplete: %s; restoring the newest complete set %s (%s) instead",
+					candidates[0].ID, candidates[0].Time.Format(time.RFC3339), strings.Join(incomplete, "; "), s.ID, s.Time.Format(time.RFC3339)))
+			}
+			return chosen, &s, warnings
 		}
 		incomplete = append(incomplete, s.ID+" ("+strings.Join(missing, ", ")+")")
 		if in.Select.Set != "" {
@@ -296,7 +316,123 @@ func chooseSnapshots(in PlanInput, current map[string]EtcdVolume, problem func(f
 	fix := "no set has a completed snapshot of every member to restore; sets looked at: " + strings.Join(incomplete, "; ") +
 		". Choose another set, or name snapshotIds"
 	problem(field, value, fix)
-	return chosen, nil
+	return chosen, nil, nil
+}
+
+// guardRepeat refuses a restore of snapshots the members' current volumes
+// were already created from (by EC2's record, or kopsdr's restored-from
+// tag): re-running a finished restore, e.g. from shell history, would only
+// replace volumes by copies of themselves and restart the masters. in.Again
+// lets it through with a warning.
+func guardRepeat(in PlanInput, chosen map[string]Snapshot, current map[string]EtcdVolume, set *SnapshotSet, problem func(field, value, fix string)) []string {
+	var same []string
+	for _, k := range SortedKeys(chosen) {
+		sn := chosen[k]
+		if v, ok := current[k]; ok && (v.SnapshotID == sn.ID || v.Tags[TagRestoredFrom] == sn.ID) {
+			same = append(same, k+" ("+v.ID+" from "+sn.ID+")")
+		}
+	}
+	if len(same) == 0 {
+		return nil
+	}
+	what := "the chosen snapshots"
+	if set != nil {
+		what = "snapshot set " + set.ID
+	}
+	msg := fmt.Sprintf("the current volumes of %s already came from %s", strings.Join(same, ", "), what)
+	if in.Again {
+		return []string{msg + ": restoring them again (again: true)"}
+	}
+	problem("again", "false", msg+": this restore was already done. Choose another set (snapshotSet, at or snapshotIds), "+
+		"or set again: true (kopsdr restore volumes --again) to restore the same snapshots again")
+	return nil
+}
+
+// mixedTimeTolerance is how far apart the start times of one etcd
+// cluster's snapshots may be, when they are not one kopsdr set, and still
+// count as one point in time (the runbook's Lambda snapshots every volume
+// within seconds).
+const mixedTimeTolerance = 10 * time.Minute
+
+// guardMixedTimes refuses an etcd cluster whose members would hold data
+// from different times after the restore: snapshots from different sets
+// (or, outside sets, taken more than mixedTimeTolerance apart), or some
+// members restored while peers keep their current volumes. etcd members
+// must agree on their history; a member from another time is at best
+// rejected by its peers and at worst elected with stale data.
+// in.AllowMixedTimes lets it through with a warning.
+func guardMixedTimes(in PlanInput, chosen map[string]Snapshot, current map[string]EtcdVolume, problem func(field, value, fix string)) []string {
+	var warnings []string
+	for _, ec := range in.EtcdClusters {
+		var snaps []Snapshot
+		for _, k := range SortedKeys(chosen) {
+			if sn := chosen[k]; strings.HasPrefix(k, ec+"/") {
+				snaps = append(snaps, sn)
+			}
+		}
+		if len(snaps) == 0 {
+			continue
+		}
+		var reasons []string
+		sets := map[string]bool{}
+		first, last := snaps[0].StartTime, snaps[0].StartTime
+		for _, sn := range snaps {
+			sets[sn.Set] = true
+			first, last = minTime(first, sn.StartTime), maxTime(last, sn.StartTime)
+		}
+		switch {
+		case len(sets) > 1:
+			var names []string
+			for _, sn := range snaps {
+				names = append(names, sn.Key()+" "+sn.ID+" (set "+cmpOr(sn.Set, "none")+", "+sn.StartTime.Format(time.RFC3339)+")")
+			}
+			reasons = append(reasons, "its snapshots come from different sets: "+strings.Join(names, ", "))
+		case last.Sub(first) > mixedTimeTolerance:
+			reasons = append(reasons, fmt.Sprintf("its snapshots were taken %s apart (%s to %s)",
+				last.Sub(first).Round(time.Second), first.Format(time.RFC3339), last.Format(time.RFC3339)))
+		}
+		var kept []string
+		for _, k := range SortedKeys(current) {
+			if _, restored := chosen[k]; strings.HasPrefix(k, ec+"/") && !restored {
+				kept = append(kept, k)
+			}
+		}
+		if len(kept) > 0 {
+			reasons = append(reasons, strings.Join(kept, ", ")+" keep their current data while the others are restored")
+		}
+		if len(reasons) == 0 {
+			continue
+		}
+		msg := "etcd " + ec + " would hold data from different times: " + strings.Join(reasons, "; ")
+		if in.AllowMixedTimes {
+			warnings = append(warnings, msg+" (allowMixedTimes: true)")
+			continue
+		}
+		problem("allowMixedTimes", "false", msg+". Restore every member of "+ec+" from one snapshot set, "+
+			"or set allowMixedTimes: true (kopsdr restore volumes --allow-mixed-times) if you mean it")
+	}
+	return warnings
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 // setGaps lists the wanted members a set cannot restore and why.
@@ -399,7 +535,7 @@ func instanceFor(in PlanInput, m MemberPlan, problem func(field, value, fix stri
 	var inZone []string
 	for _, i := range in.Instances {
 		if i.AvailabilityZone == m.AvailabilityZone && m.AvailabilityZone != "" {
-			inZone = append(inZone, i.ID)
+			inZone = append(inZone, i.InstanceID)
 		}
 	}
 	if in.Restart == RestartNone {

@@ -1,6 +1,7 @@
 package ebs
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kopsdr/kopsdr/internal/inputerr"
+	"github.com/kopsdr/kopsdr/internal/kops"
 )
 
 var zones = map[string]string{"a": "us-east-1a", "b": "us-east-1b", "c": "us-east-1c"}
@@ -35,7 +37,7 @@ func newFixture() *fixture {
 		}
 	}
 	for _, m := range []string{"a", "b", "c"} {
-		f.in.Instances = append(f.in.Instances, Instance{ID: "i-" + m, AvailabilityZone: zones[m], State: "running"})
+		f.in.Instances = append(f.in.Instances, kops.Master{InstanceID: "i-" + m, AvailabilityZone: zones[m], State: "running"})
 	}
 	return f
 }
@@ -126,8 +128,15 @@ func TestPlanRestoreOnlyChosenMembers(t *testing.T) {
 		}
 	})
 	f.in.EtcdClusters, f.in.Members = []string{"main"}, []string{"a", "c"}
+	_, problems := PlanRestore(f.in)
+	require.Equal(t, []string{"allowMixedTimes=false"}, fields(problems), "main/b would keep today's data beside a and c from the set")
+	require.Contains(t, problems[0].Fix, "main/b keep their current data")
+
+	f.in.AllowMixedTimes = true
 	plan, problems := PlanRestore(f.in)
 	require.Empty(t, problems)
+	require.Len(t, plan.Warnings, 1)
+	require.Contains(t, plan.Warnings[0], "etcd main would hold data from different times")
 	require.Len(t, plan.Members, 2)
 	require.Equal(t, "main/a", plan.Members[0].Key())
 	require.Equal(t, "main/c", plan.Members[1].Key())
@@ -244,6 +253,7 @@ func TestPlanRestoreEncryption(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture()
 			f.in.Members, f.in.EtcdClusters = []string{"a"}, []string{"main"}
+			f.in.AllowMixedTimes = true // one member is enough to check encryption
 			f.in.Volumes[0].Encrypted, f.in.Volumes[0].KMSKeyID = tc.volEnc, tc.volKey
 			f.in.Encryption["main/a"] = tc.spec
 			f.addSet(time.Now(), func(s *Snapshot) { s.Encrypted, s.KMSKeyID = tc.snapEnc, tc.snapKey })
@@ -291,4 +301,114 @@ func TestPlanRestoreRestartNeedsAMaster(t *testing.T) {
 
 func sdkSnapshot(id, volumeID string, tags map[string]string) types.Snapshot {
 	return types.Snapshot{SnapshotId: aws.String(id), VolumeId: aws.String(volumeID), Tags: Tags(tags)}
+}
+
+// TestPlanRestoreRefusesRepeat: restoring the set the current volumes were
+// already created from (a finished restore run again from shell history) is
+// refused unless again is set.
+func TestPlanRestoreRefusesRepeat(t *testing.T) {
+	f := newFixture()
+	set := f.addSet(time.Now().Add(-time.Hour), nil)
+	// The last restore created the current volumes from this set: EC2
+	// records the snapshot, kopsdr its tag.
+	for i := range f.in.Volumes {
+		v := &f.in.Volumes[i]
+		for _, sn := range f.in.Snapshots {
+			if sn.Key() == v.Key() {
+				if i%2 == 0 {
+					v.SnapshotID = sn.ID
+				} else {
+					v.Tags = maps.Clone(v.Tags)
+					v.Tags[TagRestoredFrom] = sn.ID
+				}
+			}
+		}
+	}
+	for _, sel := range []Selection{{}, {Set: set}} {
+		f.in.Select, f.in.Again = sel, false
+		_, problems := PlanRestore(f.in)
+		require.Equal(t, []string{"again=false"}, fields(problems), "%+v", sel)
+		require.Contains(t, problems[0].Fix, "already came from snapshot set "+set)
+		require.Contains(t, problems[0].Fix, "--again")
+
+		f.in.Again = true
+		plan, problems := PlanRestore(f.in)
+		require.Empty(t, problems)
+		require.Len(t, plan.Members, 6)
+		require.Len(t, plan.Warnings, 1)
+		require.Contains(t, plan.Warnings[0], "restoring them again")
+	}
+
+	// A newer set is not a repeat.
+	f.in.Again = false
+	newer := f.addSet(time.Now(), nil)
+	f.in.Select = Selection{}
+	plan, problems := PlanRestore(f.in)
+	require.Empty(t, problems)
+	require.Equal(t, newer, plan.SnapshotSet)
+}
+
+// TestPlanRestoreRefusesMixedTimes: members of one etcd cluster named by
+// snapshot ids from different sets are refused unless allowMixedTimes.
+func TestPlanRestoreRefusesMixedTimes(t *testing.T) {
+	f := newFixture()
+	old := f.addSet(time.Now().Add(-24*time.Hour), nil)
+	newer := f.addSet(time.Now(), nil)
+	var ids []string
+	for _, sn := range f.in.Snapshots {
+		// main/a from yesterday, main/b and main/c from today.
+		if sn.EtcdCluster == "main" && ((sn.Member == "a") == (sn.Set == old)) {
+			ids = append(ids, sn.ID)
+		}
+	}
+	require.Len(t, ids, 3)
+	f.in.EtcdClusters, f.in.Select = []string{"main"}, Selection{SnapshotIDs: ids}
+	_, problems := PlanRestore(f.in)
+	require.Equal(t, []string{"allowMixedTimes=false"}, fields(problems))
+	require.Contains(t, problems[0].Fix, "different sets")
+	require.Contains(t, problems[0].Fix, old)
+	require.Contains(t, problems[0].Fix, newer)
+
+	f.in.AllowMixedTimes = true
+	plan, problems := PlanRestore(f.in)
+	require.Empty(t, problems)
+	require.Len(t, plan.Members, 3)
+	require.Contains(t, strings.Join(plan.Warnings, "\n"), "allowMixedTimes: true")
+
+	// Foreign snapshots (no set) taken an hour apart are mixed too; a
+	// minute apart they are one point in time.
+	f = newFixture()
+	ids = nil
+	for i, v := range f.in.Volumes[:3] {
+		sn := Snapshot{ID: "snap-l" + v.ID[4:], VolumeID: v.ID, State: SnapshotCompleted, VolumeSize: 20, Tags: map[string]string{},
+			StartTime: time.Date(2026, 1, 1, 0, i, 0, 0, time.UTC)}
+		f.in.Snapshots = append(f.in.Snapshots, sn)
+		ids = append(ids, sn.ID)
+	}
+	f.in.EtcdClusters, f.in.Select = []string{"main"}, Selection{SnapshotIDs: ids}
+	_, problems = PlanRestore(f.in)
+	require.Empty(t, problems)
+	f.in.Snapshots[2].StartTime = f.in.Snapshots[2].StartTime.Add(time.Hour)
+	_, problems = PlanRestore(f.in)
+	require.Equal(t, []string{"allowMixedTimes=false"}, fields(problems))
+	require.Contains(t, problems[0].Fix, "apart")
+}
+
+// TestPlanRestoreWarnsIncompleteNewestSet: the newest set lacks a member, so
+// the plan restores the previous one and says which and why.
+func TestPlanRestoreWarnsIncompleteNewestSet(t *testing.T) {
+	f := newFixture()
+	older := f.addSet(time.Now().Add(-time.Hour), nil)
+	newest := f.addSet(time.Now(), func(s *Snapshot) {
+		if s.Key() == "events/b" {
+			s.State = SnapshotError
+		}
+	})
+	plan, problems := PlanRestore(f.in)
+	require.Empty(t, problems)
+	require.Equal(t, older, plan.SnapshotSet)
+	require.Len(t, plan.Warnings, 1)
+	require.Contains(t, plan.Warnings[0], "newest snapshot set "+newest+" ")
+	require.Contains(t, plan.Warnings[0], "events/b")
+	require.Contains(t, plan.Warnings[0], "restoring the newest complete set "+older)
 }

@@ -5,18 +5,21 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/kopsdr/kopsdr/internal/kops"
 )
 
 // The tags protokube and kops put on an etcd volume (FORMATS.md, "EBS
-// volumes"). protokube mounts the volume that carries KubernetesCluster, the
-// master role and k8s.io/etcd/<main|events> in its master's zone.
+// volumes"), defined once in package kops. protokube mounts the volume that
+// carries KubernetesCluster, the master role and k8s.io/etcd/<main|events>
+// in its master's zone.
 const (
-	TagKubernetesCluster = "KubernetesCluster"
-	TagName              = "Name"
-	TagRoleMaster        = "k8s.io/role/master"
-	TagRoleControlPlane  = "k8s.io/role/control-plane"
-	TagEtcdPrefix        = "k8s.io/etcd/"
-	TagClusterPrefix     = "kubernetes.io/cluster/"
+	TagKubernetesCluster = kops.TagKubernetesCluster
+	TagName              = kops.TagName
+	TagRoleMaster        = kops.TagRoleMaster
+	TagRoleControlPlane  = kops.TagRoleControlPlane
+	TagEtcdPrefix        = kops.TagEtcdPrefix
+	TagClusterPrefix     = kops.TagClusterPrefix
 )
 
 // kopsdr's own tags. Everything under kopsdr.io/ is bookkeeping that neither
@@ -56,10 +59,7 @@ const (
 
 // IsKopsTag reports whether a tag is one kops or protokube put on an etcd
 // volume: these move from the old volume to the new one in a restore.
-func IsKopsTag(key string) bool {
-	return key == TagKubernetesCluster || key == TagName ||
-		strings.HasPrefix(key, "k8s.io/") || strings.HasPrefix(key, TagClusterPrefix)
-}
+func IsKopsTag(key string) bool { return kops.IsKopsTag(key) }
 
 // IsUserTag reports whether a tag is neither AWS's, kops's nor kopsdr's: an
 // operator's own (cost centre, team). A restored volume gets a copy.
@@ -149,7 +149,7 @@ func ProtokubeTags(cluster, etcdCluster string, etcd EtcdTag, had map[string]str
 		out[TagName] = VolumeName(etcd.Member, etcdCluster, cluster)
 	}
 	out[TagEtcdPrefix+etcdCluster] = etcd.String()
-	out[TagRoleMaster] = "1"
+	out[TagRoleMaster] = kops.RoleValue
 	return out
 }
 

@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/kopsdr/kopsdr/internal/kops"
 )
 
 // Volume is what kopsdr needs to know of an EBS volume.
@@ -153,10 +155,11 @@ func Filter(name string, values ...string) types.Filter {
 }
 
 // FindEtcdVolumes finds the volumes protokube would mount for the cluster's
-// etcd clusters: tagged k8s.io/etcd/<etcd cluster> and belonging to the
-// cluster by KubernetesCluster (legacy) or kubernetes.io/cluster/<name>
-// (current kops). A volume whose etcd tag does not parse, or two volumes
-// claiming one member, is an error: protokube would be as confused.
+// etcd clusters: tagged k8s.io/etcd/<etcd cluster> and owned by the cluster
+// by kops's rule (kops.OwnedBy: KubernetesCluster=<cluster> and/or
+// kubernetes.io/cluster/<cluster>=owned, none disagreeing). A volume whose
+// etcd tag does not parse, or two volumes claiming one member, is an error:
+// protokube would be as confused.
 func FindEtcdVolumes(ctx context.Context, c *ec2.Client, cluster string, etcdClusters []string) ([]EtcdVolume, error) {
 	keys := make([]string, len(etcdClusters))
 	for i, ec := range etcdClusters {
@@ -169,7 +172,9 @@ func FindEtcdVolumes(ctx context.Context, c *ec2.Client, cluster string, etcdClu
 			return nil, err
 		}
 		for _, v := range vs {
-			seen[v.ID] = v
+			if kops.OwnedBy(v.Tags, cluster) {
+				seen[v.ID] = v
+			}
 		}
 	}
 	return EtcdVolumesOf(cluster, etcdClusters, seen)
@@ -201,72 +206,5 @@ func EtcdVolumesOf(cluster string, etcdClusters []string, vols map[string]Volume
 		}
 	}
 	slices.SortFunc(out, func(a, b EtcdVolume) int { return strings.Compare(a.Key(), b.Key()) })
-	return out, nil
-}
-
-// Instance is what kopsdr needs to know of a master.
-type Instance struct {
-	ID               string            `json:"id"`
-	AvailabilityZone string            `json:"availabilityZone"`
-	State            string            `json:"state"`
-	Tags             map[string]string `json:"tags"`
-}
-
-// IsMasterOf reports whether kops tagged the instance as a master (control
-// plane) of cluster.
-func (in Instance) IsMasterOf(cluster string) bool {
-	owned := in.Tags[TagKubernetesCluster] == cluster
-	if _, ok := in.Tags[TagClusterPrefix+cluster]; ok {
-		owned = true
-	}
-	_, master := in.Tags[TagRoleMaster]
-	_, cp := in.Tags[TagRoleControlPlane]
-	return owned && (master || cp)
-}
-
-// DescribeInstances lists the instances matching filters, every page.
-func DescribeInstances(ctx context.Context, c *ec2.Client, filters ...types.Filter) ([]Instance, error) {
-	var out []Instance
-	p := ec2.NewDescribeInstancesPaginator(c, &ec2.DescribeInstancesInput{Filters: filters, MaxResults: aws.Int32(1000)})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range page.Reservations {
-			for _, in := range r.Instances {
-				i := Instance{ID: str(in.InstanceId), Tags: tagMap(in.Tags)}
-				if in.Placement != nil {
-					i.AvailabilityZone = str(in.Placement.AvailabilityZone)
-				}
-				if in.State != nil {
-					i.State = string(in.State.Name)
-				}
-				out = append(out, i)
-			}
-		}
-	}
-	return out, nil
-}
-
-// FindMasters lists the cluster's masters that are not terminated.
-func FindMasters(ctx context.Context, c *ec2.Client, cluster string) ([]Instance, error) {
-	seen := map[string]Instance{}
-	live := Filter("instance-state-name", "pending", "running", "stopping", "stopped")
-	for _, owner := range []types.Filter{Filter("tag:"+TagKubernetesCluster, cluster), Filter("tag-key", TagClusterPrefix+cluster)} {
-		ins, err := DescribeInstances(ctx, c, owner, live)
-		if err != nil {
-			return nil, err
-		}
-		for _, in := range ins {
-			if in.IsMasterOf(cluster) {
-				seen[in.ID] = in
-			}
-		}
-	}
-	out := make([]Instance, 0, len(seen))
-	for _, id := range SortedKeys(seen) {
-		out = append(out, seen[id])
-	}
 	return out, nil
 }

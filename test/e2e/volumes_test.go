@@ -165,6 +165,22 @@ func TestVolumeRestoreTagsAndZones(t *testing.T) {
 		require.Equal(t, 1, in.Reboots)
 	}
 	require.Equal(t, "done", vs.status(t, ctx, run).Step, "status is answered after the end too")
+
+	// The same restore again, as from shell history: the current volumes
+	// came from this set, so pre-flight refuses it and changes nothing.
+	before = len(mutatingCalls(vs.ec2))
+	ae := appError(t, vs.startRestore(t, ctx, restoreInput(vs)).Get(ctx, nil))
+	require.Equal(t, activities.ErrTypePreflightRefused, ae.Type())
+	require.True(t, ae.NonRetryable())
+	require.ErrorContains(t, ae, "again")
+	require.ErrorContains(t, ae, set.Set)
+	require.Len(t, mutatingCalls(vs.ec2), before)
+	repeat := restoreInput(vs)
+	repeat.Again, repeat.DryRun = true, true
+	var dry workflows.VolumeRestoreReport
+	require.NoError(t, vs.startRestore(t, ctx, repeat).Get(ctx, &dry), "with again it plans")
+	require.Equal(t, set.Set, dry.Plan.SnapshotSet)
+	require.Contains(t, strings.Join(dry.Plan.Warnings, "\n"), "restoring them again")
 }
 
 // TestVolumeRestoreKeepsKMSKey: members encrypted with their own KMS key in
@@ -216,7 +232,8 @@ func TestVolumeRestoreKeepsKMSKey(t *testing.T) {
 
 // TestVolumeRestoreRefusals: pre-flight refuses, before anything is
 // created, a restore that would end unencrypted, a snapshot taken in
-// another zone, and a snapshot that does not exist.
+// another zone, one member restored while its peers keep today's data, and
+// a snapshot that does not exist.
 func TestVolumeRestoreRefusals(t *testing.T) {
 	vs := startVolStack(t)
 	vs.startWorker(t)
@@ -258,6 +275,9 @@ func TestVolumeRestoreRefusals(t *testing.T) {
 		{"snapshot in the wrong zone", func(in *workflows.VolumeRestoreInput) {
 			in.SnapshotSet = set.Set
 		}, []string{wrongZone, "taken in us-east-1b", "is in us-east-1a"}},
+		{"only some members", func(in *workflows.VolumeRestoreInput) {
+			in.EtcdClusters, in.Members = []string{"main"}, []string{volZones[1]} // its snapshot is good
+		}, []string{"allowMixedTimes", "keep their current data", "--allow-mixed-times"}},
 		{"missing snapshot", func(in *workflows.VolumeRestoreInput) {
 			in.EtcdClusters, in.SnapshotIDs = []string{"main"}, append(goodMain, "snap-0123456789abcdef0")
 		}, []string{"snap-0123456789abcdef0", "no such snapshot"}},

@@ -20,8 +20,10 @@ const RecordEnv = "KOPSDR_RECORD_HISTORIES"
 
 // RecordHistory saves a workflow's history as it is now (finished or still
 // waiting) to workflows/testdata/histories/<name>.json, in the JSON form
-// `temporal workflow show --output json` writes, when RecordEnv is set.
-// workflows' replay test replays every such file against the current code.
+// `temporal workflow show --output json` writes, and its workflow id to
+// <name>.id (the history does not hold it, and the workflows check their
+// ids), when RecordEnv is set. workflows' replay test replays every such
+// file against the current code.
 func RecordHistory(t testing.TB, ctx context.Context, c client.Client, workflowID, runID, name string) {
 	t.Helper()
 	if os.Getenv(RecordEnv) == "" {
@@ -46,6 +48,9 @@ func RecordHistory(t testing.TB, ctx context.Context, c client.Client, workflowI
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, name+".json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".id"), []byte(workflowID+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("recorded the history of %s (%d events) as %s.json", workflowID, len(h.Events), name)

@@ -128,6 +128,15 @@ func Duration(field, val string, def time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
+// DurationOrOff is Duration for a rule that "0s" turns off: zero is
+// allowed, a negative duration is not.
+func DurationOrOff(field, val string, def time.Duration) (time.Duration, error) {
+	if d, err := time.ParseDuration(val); err == nil && d == 0 {
+		return 0, nil
+	}
+	return Duration(field, val, def)
+}
+
 // checkAttempts allows 0 (the default) and positive counts.
 func checkAttempts(field string, n int32) error {
 	if n < 0 {

@@ -31,7 +31,8 @@ const DefaultSnapshotWait = 6 * time.Hour
 
 // VolumeRetention is the snapshot sets' retention, durations as Go
 // durations. Unset fields take the defaults (keep the last 3 sets, the first
-// of each hour for 168h, the first of each day for 2160h). The newest
+// of each hour for 168h, the first of each day for 2160h); "0s" turns the
+// hourly or daily rule off, so that keepLast alone decides. The newest
 // completed set is always kept.
 type VolumeRetention struct {
 	KeepLast  int    `json:"keepLast,omitempty"`
@@ -106,10 +107,10 @@ func (in VolumeSnapshotInput) Validate() error {
 		if r.KeepLast < 0 {
 			return invalid("retention.keepLast", strconv.Itoa(r.KeepLast), "give how many of the newest sets to keep, e.g. 3")
 		}
-		if _, err := Duration("retention.hourlyFor", r.HourlyFor, time.Hour); err != nil {
+		if _, err := DurationOrOff("retention.hourlyFor", r.HourlyFor, time.Hour); err != nil {
 			return err
 		}
-		if _, err := Duration("retention.dailyFor", r.DailyFor, time.Hour); err != nil {
+		if _, err := DurationOrOff("retention.dailyFor", r.DailyFor, time.Hour); err != nil {
 			return err
 		}
 	}
@@ -133,11 +134,18 @@ type VolumeRestoreInput struct {
 	// default the newest set with a completed snapshot of every member.
 	SnapshotSet string   `json:"snapshotSet,omitempty"`
 	SnapshotIDs []string `json:"snapshotIds,omitempty"`
-	At          string   `json:"at,omitempty"`         // RFC 3339: the newest complete set taken at or before
-	OldVolumes  string   `json:"oldVolumes,omitempty"` // untag (default) | delete (once detached)
-	Restart     string   `json:"restart,omitempty"`    // reboot (default) | stop-start | none
-	DryRun      bool     `json:"dryRun,omitempty"`     // stop after the plan and return it
-	Approve     bool     `json:"approve,omitempty"`    // approved up front: no waiting
+	At          string   `json:"at,omitempty"` // RFC 3339: the newest complete set taken at or before
+	// Again restores snapshots the current volumes already came from (a
+	// restore done before); without it such a restore is refused.
+	Again bool `json:"again,omitempty"`
+	// AllowMixedTimes lets members of one etcd cluster hold data from
+	// different times (snapshots of different sets, or only some members
+	// restored); without it such a restore is refused.
+	AllowMixedTimes bool   `json:"allowMixedTimes,omitempty"`
+	OldVolumes      string `json:"oldVolumes,omitempty"` // untag (default) | delete (once detached)
+	Restart         string `json:"restart,omitempty"`    // reboot (default) | stop-start | none
+	DryRun          bool   `json:"dryRun,omitempty"`     // stop after the plan and return it
+	Approve         bool   `json:"approve,omitempty"`    // approved up front: no waiting
 	// ApprovalTimeout is how long to wait for approve or reject (Go
 	// duration, default "24h"); then the restore ends having created nothing.
 	ApprovalTimeout string `json:"approvalTimeout,omitempty"`

@@ -1,4 +1,4 @@
-package masters_test
+package kops_test
 
 import (
 	"context"
@@ -13,8 +13,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/kopsdr/kopsdr/internal/inputerr"
-	"github.com/kopsdr/kopsdr/internal/masters"
-	"github.com/kopsdr/kopsdr/internal/restart"
+	"github.com/kopsdr/kopsdr/internal/kops"
 	"github.com/kopsdr/kopsdr/test/fakeec2"
 )
 
@@ -37,14 +36,14 @@ func ctxT(t *testing.T) context.Context {
 
 func TestDiscoverFiltersMasters(t *testing.T) {
 	s := fakeec2.Start(t)
-	want := []masters.Master{}
+	want := []kops.Master{}
 	for i, az := range []string{"us-east-1c", "us-east-1a", "us-east-1b"} {
 		ip := fmt.Sprintf("10.0.%d.10", i+1)
 		name := "master-" + az + ".masters." + cluster
 		id := s.AddInstance(fakeec2.Instance{AvailabilityZone: az, PrivateIP: ip, Tags: legacy(cluster, name)})
-		want = append(want, masters.Master{InstanceID: id, Name: name, NodeName: "ip-10-0-" + fmt.Sprint(i+1) + "-10.ec2.internal", PrivateIP: ip, AvailabilityZone: az})
+		want = append(want, kops.Master{InstanceID: id, Name: name, NodeName: "ip-10-0-" + fmt.Sprint(i+1) + "-10.ec2.internal", PrivateIP: ip, AvailabilityZone: az, State: "running"})
 	}
-	slices.SortFunc(want, func(a, b masters.Master) int { return strings.Compare(a.AvailabilityZone, b.AvailabilityZone) })
+	slices.SortFunc(want, func(a, b kops.Master) int { return strings.Compare(a.AvailabilityZone, b.AvailabilityZone) })
 
 	// Not masters of this cluster, or not running.
 	s.AddInstance(fakeec2.Instance{State: "stopped", Tags: legacy(cluster, "master-old")})
@@ -55,15 +54,12 @@ func TestDiscoverFiltersMasters(t *testing.T) {
 	s.AddInstance(fakeec2.Instance{Tags: current("other.example.com")})
 	s.AddInstance(fakeec2.Instance{Tags: map[string]string{"kubernetes.io/cluster/" + cluster: "shared", "k8s.io/role/control-plane": "1"}})
 
-	got, err := masters.DiscoverEC2(ctxT(t), s.Client(t), cluster)
+	got, err := kops.FindMasters(ctxT(t), s.Client(t), cluster, kops.Running)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(got, want) {
-		t.Fatalf("DiscoverEC2 =\n%+v\nwant\n%+v", got, want)
-	}
-	if ips := masters.IPs(got); !slices.Equal(ips, []string{"10.0.2.10", "10.0.3.10", "10.0.1.10"}) {
-		t.Errorf("IPs = %v", ips)
+		t.Fatalf("FindMasters =\n%+v\nwant\n%+v", got, want)
 	}
 }
 
@@ -75,12 +71,12 @@ func TestDiscoverCurrentKopsTags(t *testing.T) {
 	tags["k8s.io/role/master"] = "1" // kops during the rename sets both
 	b := s.AddInstance(fakeec2.Instance{AvailabilityZone: "us-east-1b", PrivateIP: "10.1.1.5", Tags: tags})
 
-	got, err := masters.DiscoverEC2(ctxT(t), s.Client(t), cluster)
+	got, err := kops.FindMasters(ctxT(t), s.Client(t), cluster, kops.Running)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 2 || got[0].InstanceID != a || got[0].Name != a || got[1].InstanceID != b || got[1].Name != tags["Name"] {
-		t.Fatalf("DiscoverEC2 = %+v", got)
+		t.Fatalf("FindMasters = %+v", got)
 	}
 }
 
@@ -94,7 +90,7 @@ func TestDiscoverPaginates(t *testing.T) {
 	for range 3 {
 		ids = append(ids, s.AddInstance(fakeec2.Instance{Tags: legacy(cluster, "m")}))
 	}
-	got, err := masters.DiscoverEC2(ctxT(t), s.Client(t), cluster)
+	got, err := kops.FindMasters(ctxT(t), s.Client(t), cluster, kops.Running)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,9 +120,9 @@ func TestDiscoverRetriesThrottling(t *testing.T) {
 	s := fakeec2.Start(t)
 	s.AddInstance(fakeec2.Instance{Tags: legacy(cluster, "m")})
 	s.InjectFault(fakeec2.Fault{Action: "DescribeInstances", Code: "RequestLimitExceeded", Times: 2})
-	got, err := masters.DiscoverEC2(ctxT(t), s.Client(t), cluster)
+	got, err := kops.FindMasters(ctxT(t), s.Client(t), cluster, kops.Running)
 	if err != nil || len(got) != 1 {
-		t.Fatalf("DiscoverEC2 = %+v, %v", got, err)
+		t.Fatalf("FindMasters = %+v, %v", got, err)
 	}
 	calls := s.CallsTo("DescribeInstances")
 	if len(calls) < 3 || !calls[0].Injected || !calls[1].Injected || calls[len(calls)-1].Code != "" {
@@ -137,36 +133,13 @@ func TestDiscoverRetriesThrottling(t *testing.T) {
 func TestDiscoverReportsDenied(t *testing.T) {
 	s := fakeec2.Start(t)
 	s.InjectFault(fakeec2.Fault{Action: "DescribeInstances", Code: "UnauthorizedOperation", Times: fakeec2.Always})
-	_, err := masters.DiscoverEC2(ctxT(t), s.Client(t), cluster)
+	_, err := kops.FindMasters(ctxT(t), s.Client(t), cluster, kops.Running)
 	var ae smithy.APIError
 	if !errors.As(err, &ae) || ae.ErrorCode() != "UnauthorizedOperation" || !strings.Contains(err.Error(), cluster) {
 		t.Fatalf("err = %v; want UnauthorizedOperation naming the cluster", err)
 	}
-	if _, err := masters.DiscoverEC2(ctxT(t), s.Client(t), ""); !isInput(err, "cluster") {
+	if _, err := kops.FindMasters(ctxT(t), s.Client(t), "", kops.Running); !isInput(err, "cluster") {
 		t.Fatalf("empty cluster: %v", err)
-	}
-}
-
-func TestDockerEndpoints(t *testing.T) {
-	ms := []masters.Master{
-		{InstanceID: "i-0aaaaaaaaaaaaaaaa", Name: "master-a", NodeName: "ip-10-0-1-10.ec2.internal", PrivateIP: "10.0.1.10"},
-		{InstanceID: "i-0bbbbbbbbbbbbbbbb", Name: "master-b", PrivateIP: "10.0.2.10"},
-	}
-	got, err := masters.DockerEndpoints(ms, "tcp://{{.PrivateIP}}:2376")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []restart.Target{
-		{Master: "ip-10-0-1-10.ec2.internal", Endpoint: "tcp://10.0.1.10:2376"},
-		{Master: "master-b", Endpoint: "tcp://10.0.2.10:2376"},
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("DockerEndpoints = %+v", got)
-	}
-	for _, bad := range []string{"", "tcp://{{.PrivateIP:2376", "tcp://{{.PublicIP}}:2376", "http://{{.PrivateIP}}:2376", "tcp://{{.PrivateIP}}"} {
-		if _, err := masters.DockerEndpoints(ms, bad); !isInput(err, "dockerEndpointTemplate") {
-			t.Errorf("template %q: err = %v; want *inputerr.Error on dockerEndpointTemplate", bad, err)
-		}
 	}
 }
 
@@ -190,34 +163,34 @@ func TestNewEC2Client(t *testing.T) {
 
 	t.Run("endpoint argument", func(t *testing.T) {
 		awsEnv(t, "")
-		c, err := masters.NewEC2Client(ctxT(t), s.Region(), s.URL())
+		c, err := kops.NewEC2Client(ctxT(t), s.Region(), s.URL())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, err := masters.DiscoverEC2(ctxT(t), c, cluster); err != nil || len(got) != 1 {
-			t.Fatalf("DiscoverEC2 = %+v, %v", got, err)
+		if got, err := kops.FindMasters(ctxT(t), c, cluster, kops.Running); err != nil || len(got) != 1 {
+			t.Fatalf("FindMasters = %+v, %v", got, err)
 		}
 	})
 	t.Run("AWS_ENDPOINT_URL_EC2", func(t *testing.T) {
 		awsEnv(t, s.Region())
 		t.Setenv("AWS_ENDPOINT_URL_EC2", s.URL())
-		c, err := masters.NewEC2Client(ctxT(t), "", "")
+		c, err := kops.NewEC2Client(ctxT(t), "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, err := masters.DiscoverEC2(ctxT(t), c, cluster); err != nil || len(got) != 1 {
-			t.Fatalf("DiscoverEC2 = %+v, %v", got, err)
+		if got, err := kops.FindMasters(ctxT(t), c, cluster, kops.Running); err != nil || len(got) != 1 {
+			t.Fatalf("FindMasters = %+v, %v", got, err)
 		}
 	})
 	t.Run("no region", func(t *testing.T) {
 		awsEnv(t, "")
-		if _, err := masters.NewEC2Client(ctxT(t), "", s.URL()); !isInput(err, "region") {
+		if _, err := kops.NewEC2Client(ctxT(t), "", s.URL()); !isInput(err, "region") {
 			t.Fatalf("err = %v; want *inputerr.Error on region", err)
 		}
 	})
 	t.Run("bad endpoint", func(t *testing.T) {
 		awsEnv(t, "")
-		if _, err := masters.NewEC2Client(ctxT(t), "us-east-1", "ec2.us-east-1.amazonaws.com"); !isInput(err, "ec2Endpoint") {
+		if _, err := kops.NewEC2Client(ctxT(t), "us-east-1", "ec2.us-east-1.amazonaws.com"); !isInput(err, "ec2Endpoint") {
 			t.Fatalf("err = %v; want *inputerr.Error on ec2Endpoint", err)
 		}
 	})
