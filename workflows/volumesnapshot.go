@@ -93,7 +93,7 @@ func VolumeSnapshot(ctx workflow.Context, in VolumeSnapshotInput) (*VolumeSnapsh
 			st.LastError = "prune: " + err.Error()
 			workflow.GetLogger(ctx).Warn("prune failed", "error", err)
 		} else {
-			res.Retention = setRetention(plan)
+			res.Retention = &plan
 		}
 	}
 	st.Step = "done"
@@ -129,18 +129,6 @@ func resolveVolumeSnapshot(in VolumeSnapshotInput) ([]string, ebs.RetentionPolic
 	}
 	wait, _ := api.Duration("waitTimeout", in.WaitTimeout, api.DefaultSnapshotWait)
 	return ecs, p, wait, nil
-}
-
-// setRetention is retention's plan in the contract's terms.
-func setRetention(plan ebs.RetentionPlan) *api.SetRetention {
-	conv := func(ds []ebs.Decision) []api.SetDecision {
-		out := make([]api.SetDecision, len(ds))
-		for i, d := range ds {
-			out[i] = api.SetDecision{Set: d.Set, Time: d.Time, State: d.State, Reason: d.Reason, Snapshots: d.Snapshots}
-		}
-		return out
-	}
-	return &api.SetRetention{Keep: conv(plan.Keep), Delete: conv(plan.Delete)}
 }
 
 // ec2ActivityOptions: EC2 calls are short, and every activity heartbeats, so

@@ -3,6 +3,8 @@ package ebs
 import (
 	"strconv"
 	"time"
+
+	"github.com/kopsdr/kopsdr/workflows/api"
 )
 
 // RetentionPolicy says which snapshot sets to keep. A set is kept when any
@@ -20,20 +22,13 @@ func DefaultRetention() RetentionPolicy {
 	return RetentionPolicy{KeepLast: 3, HourlyFor: 7 * 24 * time.Hour, DailyFor: 90 * 24 * time.Hour}
 }
 
-// Decision is what retention does with one set, and why.
-type Decision struct {
-	Set       string    `json:"set"`
-	Time      time.Time `json:"time"`
-	State     string    `json:"state"`
-	Reason    string    `json:"reason"`
-	Snapshots []string  `json:"snapshots"`
-}
-
-// RetentionPlan lists every set once, in Keep or in Delete, newest first.
-type RetentionPlan struct {
-	Keep   []Decision `json:"keep"`
-	Delete []Decision `json:"delete"`
-}
+// Decision is what retention does with one set, and why; RetentionPlan
+// lists every set once, in Keep or in Delete, newest first. Both are the
+// contract's types: the plan reaches the operator as it is.
+type (
+	Decision      = api.SetDecision
+	RetentionPlan = api.SetRetention
+)
 
 // PlanRetention decides, as of now, which of sets (newest first, as Sets
 // returns them) to keep. Sets that failed (a snapshot in error) are deleted
