@@ -176,7 +176,7 @@ func (a *Restore) preflightCluster(ctx context.Context, c PreflightCluster) (Clu
 	}
 	if len(cmds) > 0 {
 		return facts, preflightFail(fmt.Sprintf("%s already has a pending command (control/%s)", c.Store, cmds[0].Name),
-			"let it finish, or delete it with etcd-manager-ctl delete-command, before starting another restore")
+			"let it finish, or withdraw it before starting another restore: kopsdr restore withdraw if kopsdr wrote it, else "+etcdmanager.DeleteCommandHint(c.Store, cmds[0]))
 	}
 
 	// Record the cluster as it is, to recognise the new one later. etcd may
