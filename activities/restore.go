@@ -283,12 +283,15 @@ func (a *Restore) WriteRestoreCommand(ctx context.Context, in CommandInput) (Com
 	}
 	for _, c := range cmds {
 		if c.Name == folder && c.RestoreBackup != nil && c.RestoreBackup.Backup == in.Backup {
+			if err := ensureMarked(ctx, store, c); err != nil {
+				return CommandResult{}, storeErr(in.Store, err)
+			}
 			return CommandResult{Command: c.Name, AlreadyWritten: true}, nil
 		}
 		return CommandResult{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("another command is pending in %s (control/%s); refusing to queue a second one", in.Store, c.Name), ErrTypePreflight, nil)
 	}
-	c, err := etcdmanager.WriteRestoreCommand(ctx, store, in.At, in.Spec, in.Backup)
+	c, err := etcdmanager.WriteMarkedRestoreCommand(ctx, store, in.At, in.Spec, in.Backup, commandMarker(ctx))
 	if err != nil {
 		return CommandResult{}, storeErr(in.Store, err)
 	}

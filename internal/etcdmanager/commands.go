@@ -120,6 +120,10 @@ func commandName(t time.Time) string {
 // every 10 s) and an occupied folder (the write would replace that command).
 // etcd-manager reads commands only when it starts or gains leadership.
 func WriteRestoreCommand(ctx context.Context, s backupstore.Store, t time.Time, spec ClusterSpec, backup string) (Command, error) {
+	return writeRestoreCommand(ctx, s, t, spec, backup, nil)
+}
+
+func writeRestoreCommand(ctx context.Context, s backupstore.Store, t time.Time, spec ClusterSpec, backup string, m *Marker) (Command, error) {
 	if err := checkFolderName("backup", backup); err != nil {
 		return Command{}, err
 	}
@@ -142,6 +146,16 @@ func WriteRestoreCommand(ctx context.Context, s backupstore.Store, t time.Time, 
 		return Command{}, fmt.Errorf("%w: %s/%s; wait a second and try again", ErrCommandExists, s.URL(), key)
 	} else if !errors.Is(err, backupstore.ErrNotFound) {
 		return Command{}, err
+	}
+	if m != nil {
+		mk := *m
+		mk.WrittenBy, mk.Backup, mk.Timestamp = WrittenByKopsdr, backup, cmd.Timestamp
+		if mk.WrittenAt.IsZero() {
+			mk.WrittenAt = t.UTC()
+		}
+		if err := putMarker(ctx, s, cmd.Name, mk); err != nil {
+			return Command{}, err
+		}
 	}
 	if err := putSmall(ctx, s, key, MarshalCommand(cmd), backupstore.PutOptions{}); err != nil {
 		return Command{}, err
