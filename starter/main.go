@@ -56,6 +56,7 @@ Start a worker first (kopsdr-worker, or kopsdr-worker --dev for a local all-in-o
 	root.AddCommand(a.backupCmd(), a.listBackupsCmd(), a.scheduleCmd(), a.restoreCmd(), a.statusCmd(),
 		a.decideCmd("approve"), a.decideCmd("reject"), a.cleanLeasesCmd(),
 		a.snapshotVolumesCmd(), a.listVolumeSnapshotsCmd())
+	a.addWithdrawCmd(root)
 	return root
 }
 
