@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/worker"
 
+	"github.com/kopsdr/kopsdr/internal/backupstore"
 	"github.com/kopsdr/kopsdr/internal/devserver"
 	"github.com/kopsdr/kopsdr/internal/registry"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
@@ -46,7 +47,9 @@ With --dev it starts an embedded Temporal server on 127.0.0.1:7233 and the Web U
 
 S3 credentials come from the worker's environment (AWS default chain, or S3_ENDPOINT,
 S3_REGION, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY as etcd-manager uses them); they never
-travel through Temporal.`,
+travel through Temporal. --dev sets KOPSDR_LOCAL_ONLY=1 unless it is set: S3 stores must then
+be on this machine (S3_ENDPOINT on 127.0.0.1) and the instance metadata service is never asked;
+KOPSDR_LOCAL_ONLY=0 lifts that.`,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -57,6 +60,11 @@ travel through Temporal.`,
 			}
 			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			if dev {
+				// Dev mode keeps S3 traffic on this machine (no metadata
+				// service, no AWS endpoint) unless told otherwise.
+				if _, set := os.LookupEnv(backupstore.EnvLocalOnly); !set {
+					_ = os.Setenv(backupstore.EnvLocalOnly, "1")
+				}
 				srv, err := devserver.Start(ctx, devserver.Options{DataDir: dataDir, Port: devPort, UIPort: uiPort, Namespace: conn.Namespace})
 				if err != nil {
 					return err

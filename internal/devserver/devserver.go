@@ -25,6 +25,8 @@ import (
 	sqliteplugin "go.temporal.io/server/common/persistence/sql/sqlplugin/sqlite"
 	sqliteschema "go.temporal.io/server/schema/sqlite"
 	"go.temporal.io/server/temporal"
+
+	"github.com/kopsdr/kopsdr/internal/inputerr"
 )
 
 // Options says where the embedded server listens and keeps its state.
@@ -67,6 +69,17 @@ func (o *Options) defaults() {
 // the server. It returns once the frontend accepts connections.
 func Start(ctx context.Context, o Options) (*Server, error) {
 	o.defaults()
+	// The embedded frontend does not report a port it cannot bind: its gRPC
+	// server is handed a nil listener and the process dies with a nil
+	// pointer. So both ports are tried first.
+	if err := checkPortFree(o.IP, o.Port, "dev-port"); err != nil {
+		return nil, err
+	}
+	if o.UIPort > 0 {
+		if err := checkPortFree(o.IP, o.UIPort, "ui-port"); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("dev server data dir: %w", err)
 	}
@@ -196,6 +209,20 @@ func serverConfig(o Options, sqlConf *config.SQL) (*config.Config, error) {
 	conf.NamespaceDefaults.Archival.Visibility.State = "disabled"
 	conf.PublicClient.HostPort = net.JoinHostPort("127.0.0.1", strconv.Itoa(o.Port))
 	return &conf, nil
+}
+
+// checkPortFree refuses a port something else listens on, naming the flag
+// of kopsdr-worker --dev that chooses another.
+func checkPortFree(ip string, port int, flag string) error {
+	if port <= 0 || port > 65535 {
+		return inputerr.New(flag, strconv.Itoa(port), "use a port between 1 and 65535")
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+	if err != nil {
+		return inputerr.Wrap(err, flag, strconv.Itoa(port), fmt.Sprintf(
+			"port %d on %s is taken (another kopsdr-worker --dev or Temporal server?): stop it or choose another port with --%s", port, ip, flag))
+	}
+	return l.Close()
 }
 
 // freePort asks the kernel for a free loopback port for the internal
