@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// The tags protokube and kops put on an etcd volume (FORMATS.md, "EBS
+// The tags protokube and kops put on an etcd volume (docs/formats.md, "EBS
 // volumes"). protokube mounts the volume that carries KubernetesCluster, the
 // master role and k8s.io/etcd/<main|events> in its master's zone.
 const (
