@@ -11,8 +11,10 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
@@ -83,12 +85,19 @@ KOPSDR_LOCAL_ONLY=0 lifts that.`,
 				return err
 			}
 			defer c.Close()
-			w := worker.New(c, temporalconn.TaskQueue, worker.Options{})
+			var wo worker.Options
+			if dev {
+				wo.Identity = devserver.WorkerIdentity()
+			}
+			w := worker.New(c, temporalconn.TaskQueue, wo)
 			registry.Register(w)
 			if err := w.Start(); err != nil {
 				return fmt.Errorf("start worker: %w", err)
 			}
 			logger.Info("kopsdr worker started", "address", conn.Address, "namespace", conn.Namespace, "taskQueue", temporalconn.TaskQueue)
+			if dev {
+				go releaseOrphans(ctx, c, conn.Namespace, wo.Identity, logger)
+			}
 			<-ctx.Done()
 			w.Stop()
 			return nil
@@ -101,6 +110,30 @@ KOPSDR_LOCAL_ONLY=0 lifts that.`,
 	cmd.Flags().IntVar(&uiPort, "ui-port", 8233, "with --dev: Web UI port on 127.0.0.1 (-1 disables the UI)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
+}
+
+// releaseOrphans hands back, for an immediate retry, the activity attempts
+// the previous incarnation of this dev process had started (see
+// devserver.ReleaseOrphans). It looks twice: a workflow started just
+// before the crash may reach the visibility store a moment late.
+func releaseOrphans(ctx context.Context, c client.Client, namespace, self string, logger *slog.Logger) {
+	for _, wait := range []time.Duration{0, 5 * time.Second} {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		orphans, err := devserver.ReleaseOrphans(octx, c, namespace, self)
+		cancel()
+		for _, o := range orphans {
+			logger.Info("retrying an activity the previous dev worker was running", "workflowId", o.WorkflowID,
+				"activity", o.Activity, "attempt", o.Attempt, "worker", o.Worker)
+		}
+		if err != nil {
+			logger.Warn("looking for activities the previous dev worker was running", "error", err)
+		}
+	}
 }
 
 func defaultDataDir() string {
