@@ -8,6 +8,7 @@ package devserver
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net"
 	"os"
@@ -100,6 +101,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	// CreateNamespaces skips namespaces that already exist, so a restart keeps them.
 	if err := sqliteschema.CreateNamespaces(sqlConf, ns); err != nil {
 		return nil, fmt.Errorf("dev server namespace: %w", err)
+	}
+
+	if err := forgetPreviousMembers(sqlConf.DatabaseName); err != nil {
+		return nil, err
 	}
 
 	conf, err := serverConfig(o, sqlConf)
@@ -209,6 +214,29 @@ func serverConfig(o Options, sqlConf *config.SQL) (*config.Config, error) {
 	conf.NamespaceDefaults.Archival.Visibility.State = "disabled"
 	conf.PublicClient.HostPort = net.JoinHostPort("127.0.0.1", strconv.Itoa(o.Port))
 	return &conf, nil
+}
+
+// forgetPreviousMembers empties the cluster_membership table before the
+// server starts. Each service of the previous incarnation of this process
+// left a row there, with a random port and a heartbeat at most seconds old
+// if the process died. The new services take every row heartbeated in the
+// last 20 s as a ringpop seed, try to join those dead ports until the 30 s
+// join limit, and retry 10 s later: for about 50 s after a crash the server
+// answered "Not enough hosts to serve the request" and nothing, not even a
+// status query, got through. No other process can be a member: the data
+// directory is this process's alone, and its server died with it.
+func forgetPreviousMembers(dbPath string) error {
+	// The driver is modernc.org/sqlite, registered as "sqlite" by the
+	// Temporal SQLite plugin imported above.
+	db, err := sql.Open("sqlite", "file:"+dbPath)
+	if err != nil {
+		return fmt.Errorf("dev server membership: %w", err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("DELETE FROM cluster_membership"); err != nil {
+		return fmt.Errorf("dev server membership: clearing the previous run's members in %s: %w", dbPath, err)
+	}
+	return nil
 }
 
 // checkPortFree refuses a port something else listens on, naming the flag
