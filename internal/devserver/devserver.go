@@ -44,6 +44,7 @@ type Options struct {
 type Server struct {
 	temporal temporal.Server
 	ui       *uiserver.Server
+	unlock   func()
 	Frontend string // host:port of the gRPC frontend
 	UI       string // http://host:port of the Web UI, "" when disabled
 }
@@ -84,6 +85,16 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("dev server data dir: %w", err)
 	}
+	unlock, err := lockDataDir(o.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	started := false
+	defer func() {
+		if !started {
+			unlock()
+		}
+	}()
 	sqlConf := &config.SQL{
 		PluginName:        sqliteplugin.PluginName,
 		DatabaseName:      filepath.Join(o.DataDir, "temporal.db"),
@@ -132,7 +143,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err := ts.Start(); err != nil {
 		return nil, fmt.Errorf("dev server start: %w", err)
 	}
-	s := &Server{temporal: ts, Frontend: net.JoinHostPort(o.IP, strconv.Itoa(o.Port))}
+	s := &Server{temporal: ts, unlock: unlock, Frontend: net.JoinHostPort(o.IP, strconv.Itoa(o.Port))}
 	if err := waitListening(ctx, s.Frontend); err != nil {
 		_ = ts.Stop()
 		return nil, err
@@ -158,6 +169,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	started = true
 	return s, nil
 }
 
@@ -167,6 +179,7 @@ func (s *Server) Stop() {
 		s.ui.Stop()
 	}
 	_ = s.temporal.Stop()
+	s.unlock()
 }
 
 func serverConfig(o Options, sqlConf *config.SQL) (*config.Config, error) {

@@ -48,3 +48,19 @@ func TestBusyPortIsOneLineError(t *testing.T) {
 	_, err = Start(context.Background(), Options{DataDir: t.TempDir(), Port: 70000})
 	assert.True(t, strings.Contains(err.Error(), "between 1 and 65535"), "%v", err)
 }
+
+// Two dev servers never share a data directory.
+func TestDataDirIsLocked(t *testing.T) {
+	dir := t.TempDir()
+	release, err := lockDataDir(dir)
+	require.NoError(t, err)
+	_, err = lockDataDir(dir)
+	e, ok := inputerr.As(err)
+	require.True(t, ok, "%v", err)
+	assert.Equal(t, "data-dir", e.Field)
+	assert.Contains(t, e.Fix, "--data-dir")
+	release()
+	again, err := lockDataDir(dir)
+	require.NoError(t, err)
+	again()
+}
