@@ -17,8 +17,13 @@ build: ## Build bin/kopsdr-worker and bin/kopsdr
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/kopsdr-worker ./worker
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/kopsdr ./starter
 
-dev: build ## Run kopsdr locally: embedded Temporal (127.0.0.1:7233), Web UI (127.0.0.1:8233) and the worker
-	$(BIN)/kopsdr-worker --dev --data-dir .kopsdr-dev
+# `make dev` ports and state; e.g. `make dev DEV_PORT=17233 UI_PORT=18233` when 7233 or 8233 is taken.
+DEV_PORT ?= 7233
+UI_PORT  ?= 8233
+DEV_DATA ?= .kopsdr-dev
+
+dev: build ## Run kopsdr locally: embedded Temporal (127.0.0.1:$(DEV_PORT)), Web UI (127.0.0.1:$(UI_PORT)) and the worker
+	$(BIN)/kopsdr-worker --dev --data-dir $(DEV_DATA) --dev-port $(DEV_PORT) --ui-port $(UI_PORT)
 
 tools: $(TOOLS)/versitygw ## Install the pinned test tools
 

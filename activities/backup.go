@@ -15,6 +15,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/backupstore"
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
+	"github.com/kopsdr/kopsdr/internal/kopsspec"
 	"github.com/kopsdr/kopsdr/internal/snapshot"
 	"github.com/kopsdr/kopsdr/internal/storeurl"
 )
@@ -321,4 +322,39 @@ func (a *Backup) PruneBackups(ctx context.Context, in PruneInput) ([]string, err
 	}
 	removed, err := etcdmanager.PruneBackups(ctx, store, in.Now, in.Retention, in.DryRun)
 	return removed, storeErr(in.Store, err)
+}
+
+// RetentionInput locates the kops cluster spec: <stateStore>/<cluster>/config.
+type RetentionInput struct {
+	StateStore  string `json:"stateStore"`
+	Cluster     string `json:"cluster"`
+	EtcdCluster string `json:"etcdCluster"`
+}
+
+// RetentionResult is the daily retention the cluster spec sets for one etcd
+// cluster, or kops's default when it sets none.
+type RetentionResult struct {
+	Days     int    `json:"days"`
+	FromSpec bool   `json:"fromSpec"`
+	Rule     string `json:"rule"` // for the result: which rule applied
+}
+
+// ReadDailyRetention reads etcdClusters[].manager.backupRetentionDays from
+// the kops cluster spec, so kopsdr prunes as etcd-manager does on that
+// cluster. A state store without the spec gives kops's default (90 days);
+// a spec kopsdr cannot read is an error, and the backup then skips pruning
+// rather than prune by a guess.
+func (a *Backup) ReadDailyRetention(ctx context.Context, in RetentionInput) (RetentionResult, error) {
+	store, err := openStore(ctx, in.StateStore)
+	if err != nil {
+		return RetentionResult{}, err
+	}
+	r, err := kopsspec.ReadDailyRetention(ctx, store, in.Cluster, in.EtcdCluster)
+	if errors.Is(err, kopsspec.ErrBadSpec) {
+		return RetentionResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidInput, err)
+	}
+	if err != nil {
+		return RetentionResult{}, storeErr(in.StateStore, err)
+	}
+	return RetentionResult{Days: r.Days, FromSpec: r.Found, Rule: "daily retention " + r.Rule()}, nil
 }

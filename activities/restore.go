@@ -177,7 +177,7 @@ func (a *Restore) preflightCluster(ctx context.Context, c PreflightCluster) (Clu
 	}
 	if len(cmds) > 0 {
 		return facts, preflightFail(fmt.Sprintf("%s already has a pending command (control/%s)", c.Store, cmds[0].Name),
-			"let it finish, or delete it with etcd-manager-ctl delete-command, before starting another restore")
+			"let it finish, or withdraw it before starting another restore: kopsdr restore withdraw if kopsdr wrote it, else "+etcdmanager.DeleteCommandHint(c.Store, cmds[0]))
 	}
 
 	// Record the cluster as it is, to recognise the new one later. etcd may
@@ -284,12 +284,15 @@ func (a *Restore) WriteRestoreCommand(ctx context.Context, in CommandInput) (Com
 	}
 	for _, c := range cmds {
 		if c.Name == folder && c.RestoreBackup != nil && c.RestoreBackup.Backup == in.Backup {
+			if err := ensureMarked(ctx, store, c); err != nil {
+				return CommandResult{}, storeErr(in.Store, err)
+			}
 			return CommandResult{Command: c.Name, AlreadyWritten: true}, nil
 		}
 		return CommandResult{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("another command is pending in %s (control/%s); refusing to queue a second one", in.Store, c.Name), ErrTypePreflight, nil)
 	}
-	c, err := etcdmanager.WriteRestoreCommand(ctx, store, in.At, in.Spec, in.Backup)
+	c, err := etcdmanager.WriteMarkedRestoreCommand(ctx, store, in.At, in.Spec, in.Backup, commandMarker(ctx))
 	if err != nil {
 		return CommandResult{}, storeErr(in.Store, err)
 	}

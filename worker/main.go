@@ -11,12 +11,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/kopsdr/kopsdr/internal/devserver"
-	"github.com/kopsdr/kopsdr/internal/kops"
+	"github.com/kopsdr/kopsdr/internal/localonly"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/worker/registry"
 )
@@ -47,7 +49,9 @@ With --dev it starts an embedded Temporal server on 127.0.0.1:7233 and the Web U
 
 S3 credentials come from the worker's environment (AWS default chain, or S3_ENDPOINT,
 S3_REGION, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY as etcd-manager uses them); they never
-travel through Temporal.`,
+travel through Temporal. --dev sets KOPSDR_LOCAL_ONLY=1 unless it is set: S3 stores must then
+be on this machine (S3_ENDPOINT on 127.0.0.1) and the instance metadata service is never asked;
+KOPSDR_LOCAL_ONLY=0 lifts that.`,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -58,9 +62,11 @@ travel through Temporal.`,
 			}
 			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			if dev {
-				// Dev mode never sends EC2 traffic off this machine: no
-				// instance metadata, only a loopback EC2 endpoint.
-				kops.SetLocalOnly(true)
+				// Dev mode keeps S3 and EC2 traffic on this machine (no
+				// metadata service, no AWS endpoint) unless told otherwise.
+				if _, set := os.LookupEnv(localonly.Env); !set {
+					_ = os.Setenv(localonly.Env, "1")
+				}
 				srv, err := devserver.Start(ctx, devserver.Options{DataDir: dataDir, Port: devPort, UIPort: uiPort, Namespace: conn.Namespace})
 				if err != nil {
 					return err
@@ -79,12 +85,19 @@ travel through Temporal.`,
 				return err
 			}
 			defer c.Close()
-			w := worker.New(c, temporalconn.TaskQueue, worker.Options{})
+			var wo worker.Options
+			if dev {
+				wo.Identity = devserver.WorkerIdentity()
+			}
+			w := worker.New(c, temporalconn.TaskQueue, wo)
 			registry.Register(w)
 			if err := w.Start(); err != nil {
 				return fmt.Errorf("start worker: %w", err)
 			}
 			logger.Info("kopsdr worker started", "address", conn.Address, "namespace", conn.Namespace, "taskQueue", temporalconn.TaskQueue)
+			if dev {
+				go releaseOrphans(ctx, c, conn.Namespace, wo.Identity, logger)
+			}
 			<-ctx.Done()
 			w.Stop()
 			return nil
@@ -97,6 +110,30 @@ travel through Temporal.`,
 	cmd.Flags().IntVar(&uiPort, "ui-port", 8233, "with --dev: Web UI port on 127.0.0.1 (-1 disables the UI)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
+}
+
+// releaseOrphans hands back, for an immediate retry, the activity attempts
+// the previous incarnation of this dev process had started (see
+// devserver.ReleaseOrphans). It looks twice: a workflow started just
+// before the crash may reach the visibility store a moment late.
+func releaseOrphans(ctx context.Context, c client.Client, namespace, self string, logger *slog.Logger) {
+	for _, wait := range []time.Duration{0, 5 * time.Second} {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		orphans, err := devserver.ReleaseOrphans(octx, c, namespace, self)
+		cancel()
+		for _, o := range orphans {
+			logger.Info("retrying an activity the previous dev worker was running", "workflowId", o.WorkflowID,
+				"activity", o.Activity, "attempt", o.Attempt, "worker", o.Worker)
+		}
+		if err != nil {
+			logger.Warn("looking for activities the previous dev worker was running", "error", err)
+		}
+	}
 }
 
 func defaultDataDir() string {

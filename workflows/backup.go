@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"fmt"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -64,9 +65,14 @@ func EtcdBackup(ctx workflow.Context, in EtcdBackupInput) (*EtcdBackupResult, er
 	res.Pruned = []string{}
 	if !in.NoPrune {
 		status.Step = "prune"
-		if err := workflow.ExecuteActivity(ctx, a.PruneBackups, activities.PruneInput{
-			Store: store, Now: now, Retention: retention, DryRun: in.PruneDryRun,
-		}).Get(ctx, &res.Pruned); err != nil {
+		var err error
+		res.RetentionRule, err = dailyRetention(ctx, in, &retention)
+		if err == nil {
+			err = workflow.ExecuteActivity(ctx, a.PruneBackups, activities.PruneInput{
+				Store: store, Now: now, Retention: retention, DryRun: in.PruneDryRun,
+			}).Get(ctx, &res.Pruned)
+		}
+		if err != nil {
 			// The backup itself is done and listed; a failed prune must not
 			// hide that. It is reported and retried by the next backup.
 			status.LastError = "prune: " + err.Error()
@@ -106,6 +112,32 @@ func resolveBackup(in EtcdBackupInput) (string, etcdmanager.RetentionPolicy, err
 	var p etcdmanager.RetentionPolicy
 	p.KeepAllFor, p.HourlyFor, p.DailyFor, err = in.Retention.Durations()
 	return store, p, err
+}
+
+// dailyRetention fills in the daily retention the input leaves open from
+// the kops cluster spec (etcdClusters[].manager.backupRetentionDays), when
+// the state store is known, and says which rule applied. Workflows started
+// before this existed replay without the lookup (GetVersion).
+func dailyRetention(ctx workflow.Context, in EtcdBackupInput, p *etcdmanager.RetentionPolicy) (string, error) {
+	days := func(d time.Duration) string { return fmt.Sprintf("%g days", d.Hours()/24) }
+	if in.Retention != nil && in.Retention.DailyFor != "" {
+		return "daily retention " + days(p.DailyFor) + " from the input (retention.dailyFor)", nil
+	}
+	if in.StateStore == "" {
+		return "daily retention " + days(p.DailyFor) + ", kops's default (no state store to read the cluster spec from)", nil
+	}
+	if workflow.GetVersion(ctx, "dailyRetentionFromClusterSpec", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return "", nil
+	}
+	var a *activities.Backup
+	var r activities.RetentionResult
+	if err := workflow.ExecuteActivity(ctx, a.ReadDailyRetention, activities.RetentionInput{
+		StateStore: in.StateStore, Cluster: in.Cluster, EtcdCluster: in.EtcdCluster,
+	}).Get(ctx, &r); err != nil {
+		return "", err
+	}
+	p.DailyFor = time.Duration(r.Days) * 24 * time.Hour
+	return r.Rule, nil
 }
 
 func backupActivityOptions(maxAttempts int32) workflow.ActivityOptions {

@@ -5,22 +5,27 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/kopsdr/kopsdr/internal/inputerr"
+	"github.com/kopsdr/kopsdr/internal/localonly"
 )
 
 // Multipart sizing: memory per Put is bounded by about PartSize x
@@ -42,6 +47,70 @@ const (
 	EnvAccessKey = "S3_ACCESS_KEY_ID"
 	EnvSecretKey = "S3_SECRET_ACCESS_KEY"
 )
+
+// EnvLocalOnly, set to 1 or true (tests and kopsdr-worker --dev set it),
+// keeps every S3 connection on this machine: a store needs an endpoint
+// override on loopback, the instance metadata service is never asked for
+// credentials, and a connection to any other address is refused before it
+// is made.
+const EnvLocalOnly = localonly.Env
+
+// LocalOnly reports whether EnvLocalOnly is set.
+func LocalOnly() bool { return localonly.On() }
+
+// imdsAddr is where the SDK's default credential chain looks last, and
+// what a test or dev machine must never contact.
+const imdsAddr = "169.254.169.254"
+
+// dialControl sees the resolved address of every connection a local S3
+// client makes, before it is made; an error refuses it. A test seam.
+var dialControl = func(network, address string) error { return nil }
+
+// newLocalClient is the SDK's default HTTP client for an S3 store that must
+// stay on this machine. The check sits in the dialer's Control hook, which
+// sees resolved addresses (a proxy's included) and survives the metadata
+// client's own dialer options; it must stay an *awshttp.BuildableClient for
+// AWS_CA_BUNDLE to apply. With localOnly an address off loopback is refused.
+func newLocalClient(localOnly bool) *awshttp.BuildableClient {
+	return awshttp.NewBuildableClient().WithDialerOptions(func(d *net.Dialer) {
+		d.Control = func(network, address string, _ syscall.RawConn) error {
+			if host, _, err := net.SplitHostPort(address); localOnly && (err != nil || !isLoopbackHost(host)) {
+				return fmt.Errorf("%s is set: refusing to connect to %s, which is not on this machine", EnvLocalOnly, address)
+			}
+			return dialControl(network, address)
+		}
+	})
+}
+
+// isLoopbackHost is true for localhost and loopback IPs. Other names are
+// not resolved: a name that merely points at 127.0.0.1 does not count.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// endpointOverride is the S3 endpoint set in the environment, if any:
+// S3_ENDPOINT (kops, etcd-manager), or the SDK's AWS_ENDPOINT_URL_S3 and
+// AWS_ENDPOINT_URL.
+func endpointOverride() string {
+	for _, k := range []string{EnvEndpoint, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"} {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func isLoopbackEndpoint(e string) bool {
+	if !strings.Contains(e, "://") {
+		e = "https://" + e
+	}
+	u, err := url.Parse(e)
+	return err == nil && u.Host != "" && isLoopbackHost(u.Hostname())
+}
 
 type s3Store struct {
 	loc    Location
@@ -77,6 +146,18 @@ func openS3(ctx context.Context, loc Location, o Options) (*s3Store, error) {
 	}
 	if region != "" {
 		loadOpts = append(loadOpts, config.WithRegion(region))
+	}
+	local := LocalOnly()
+	override := endpointOverride()
+	if local && !isLoopbackEndpoint(override) {
+		return nil, inputerr.New(EnvEndpoint, override, "with "+EnvLocalOnly+" set (tests, kopsdr-worker --dev) an S3 store needs an endpoint on this machine, e.g. "+
+			EnvEndpoint+"=http://127.0.0.1:9000; or unset "+EnvLocalOnly+" to reach AWS")
+	}
+	if local || isLoopbackEndpoint(override) {
+		// A local S3 never runs on EC2: without this, missing keys send the
+		// default credential chain to the metadata service at imdsAddr.
+		loadOpts = append(loadOpts, config.WithHTTPClient(newLocalClient(local)),
+			config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
 	if err != nil {

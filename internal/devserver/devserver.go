@@ -8,6 +8,7 @@ package devserver
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net"
 	"os"
@@ -25,6 +26,8 @@ import (
 	sqliteplugin "go.temporal.io/server/common/persistence/sql/sqlplugin/sqlite"
 	sqliteschema "go.temporal.io/server/schema/sqlite"
 	"go.temporal.io/server/temporal"
+
+	"github.com/kopsdr/kopsdr/internal/inputerr"
 )
 
 // Options says where the embedded server listens and keeps its state.
@@ -41,6 +44,7 @@ type Options struct {
 type Server struct {
 	temporal temporal.Server
 	ui       *uiserver.Server
+	unlock   func()
 	Frontend string // host:port of the gRPC frontend
 	UI       string // http://host:port of the Web UI, "" when disabled
 }
@@ -67,9 +71,30 @@ func (o *Options) defaults() {
 // the server. It returns once the frontend accepts connections.
 func Start(ctx context.Context, o Options) (*Server, error) {
 	o.defaults()
+	// The embedded frontend does not report a port it cannot bind: its gRPC
+	// server is handed a nil listener and the process dies with a nil
+	// pointer. So both ports are tried first.
+	if err := checkPortFree(o.IP, o.Port, "dev-port"); err != nil {
+		return nil, err
+	}
+	if o.UIPort > 0 {
+		if err := checkPortFree(o.IP, o.UIPort, "ui-port"); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("dev server data dir: %w", err)
 	}
+	unlock, err := lockDataDir(o.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	started := false
+	defer func() {
+		if !started {
+			unlock()
+		}
+	}()
 	sqlConf := &config.SQL{
 		PluginName:        sqliteplugin.PluginName,
 		DatabaseName:      filepath.Join(o.DataDir, "temporal.db"),
@@ -87,6 +112,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	// CreateNamespaces skips namespaces that already exist, so a restart keeps them.
 	if err := sqliteschema.CreateNamespaces(sqlConf, ns); err != nil {
 		return nil, fmt.Errorf("dev server namespace: %w", err)
+	}
+
+	if err := forgetPreviousMembers(sqlConf.DatabaseName); err != nil {
+		return nil, err
 	}
 
 	conf, err := serverConfig(o, sqlConf)
@@ -114,7 +143,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err := ts.Start(); err != nil {
 		return nil, fmt.Errorf("dev server start: %w", err)
 	}
-	s := &Server{temporal: ts, Frontend: net.JoinHostPort(o.IP, strconv.Itoa(o.Port))}
+	s := &Server{temporal: ts, unlock: unlock, Frontend: net.JoinHostPort(o.IP, strconv.Itoa(o.Port))}
 	if err := waitListening(ctx, s.Frontend); err != nil {
 		_ = ts.Stop()
 		return nil, err
@@ -140,6 +169,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	started = true
 	return s, nil
 }
 
@@ -149,6 +179,7 @@ func (s *Server) Stop() {
 		s.ui.Stop()
 	}
 	_ = s.temporal.Stop()
+	s.unlock()
 }
 
 func serverConfig(o Options, sqlConf *config.SQL) (*config.Config, error) {
@@ -196,6 +227,43 @@ func serverConfig(o Options, sqlConf *config.SQL) (*config.Config, error) {
 	conf.NamespaceDefaults.Archival.Visibility.State = "disabled"
 	conf.PublicClient.HostPort = net.JoinHostPort("127.0.0.1", strconv.Itoa(o.Port))
 	return &conf, nil
+}
+
+// forgetPreviousMembers empties the cluster_membership table before the
+// server starts. Each service of the previous incarnation of this process
+// left a row there, with a random port and a heartbeat at most seconds old
+// if the process died. The new services take every row heartbeated in the
+// last 20 s as a ringpop seed, try to join those dead ports until the 30 s
+// join limit, and retry 10 s later: for about 50 s after a crash the server
+// answered "Not enough hosts to serve the request" and nothing, not even a
+// status query, got through. No other process can be a member: the data
+// directory is this process's alone, and its server died with it.
+func forgetPreviousMembers(dbPath string) error {
+	// The driver is modernc.org/sqlite, registered as "sqlite" by the
+	// Temporal SQLite plugin imported above.
+	db, err := sql.Open("sqlite", "file:"+dbPath)
+	if err != nil {
+		return fmt.Errorf("dev server membership: %w", err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("DELETE FROM cluster_membership"); err != nil {
+		return fmt.Errorf("dev server membership: clearing the previous run's members in %s: %w", dbPath, err)
+	}
+	return nil
+}
+
+// checkPortFree refuses a port something else listens on, naming the flag
+// of kopsdr-worker --dev that chooses another.
+func checkPortFree(ip string, port int, flag string) error {
+	if port <= 0 || port > 65535 {
+		return inputerr.New(flag, strconv.Itoa(port), "use a port between 1 and 65535")
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+	if err != nil {
+		return inputerr.Wrap(err, flag, strconv.Itoa(port), fmt.Sprintf(
+			"port %d on %s is taken (another kopsdr-worker --dev or Temporal server?): stop it or choose another port with --%s", port, ip, flag))
+	}
+	return l.Close()
 }
 
 // freePort asks the kernel for a free loopback port for the internal

@@ -9,7 +9,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/kops"
 )
 
-// The tags protokube and kops put on an etcd volume (FORMATS.md, "EBS
+// The tags protokube and kops put on an etcd volume (docs/formats.md, "EBS
 // volumes"), defined once in package kops. protokube mounts the volume that
 // carries KubernetesCluster, the master role and k8s.io/etcd/<main|events>
 // in its master's zone.

@@ -120,6 +120,10 @@ func commandName(t time.Time) string {
 // every 10 s) and an occupied folder (the write would replace that command).
 // etcd-manager reads commands only when it starts or gains leadership.
 func WriteRestoreCommand(ctx context.Context, s backupstore.Store, t time.Time, spec ClusterSpec, backup string) (Command, error) {
+	return writeRestoreCommand(ctx, s, t, spec, backup, nil)
+}
+
+func writeRestoreCommand(ctx context.Context, s backupstore.Store, t time.Time, spec ClusterSpec, backup string, m *Marker) (Command, error) {
 	if err := checkFolderName("backup", backup); err != nil {
 		return Command{}, err
 	}
@@ -142,6 +146,16 @@ func WriteRestoreCommand(ctx context.Context, s backupstore.Store, t time.Time, 
 		return Command{}, fmt.Errorf("%w: %s/%s; wait a second and try again", ErrCommandExists, s.URL(), key)
 	} else if !errors.Is(err, backupstore.ErrNotFound) {
 		return Command{}, err
+	}
+	if m != nil {
+		mk := *m
+		mk.WrittenBy, mk.Backup, mk.Timestamp = WrittenByKopsdr, backup, cmd.Timestamp
+		if mk.WrittenAt.IsZero() {
+			mk.WrittenAt = t.UTC()
+		}
+		if err := putMarker(ctx, s, cmd.Name, mk); err != nil {
+			return Command{}, err
+		}
 	}
 	if err := putSmall(ctx, s, key, MarshalCommand(cmd), backupstore.PutOptions{}); err != nil {
 		return Command{}, err
@@ -185,9 +199,15 @@ func ListCommands(ctx context.Context, s backupstore.Store) ([]Command, error) {
 	return cmds, nil
 }
 
-// DeleteCommand removes control/<name>/_command.json, like
-// etcd-manager-ctl delete-command. The folder itself may stay, as it does
-// after etcd-manager runs a command.
+// DeleteCommand removes control/<name>/_command.json, the one command in
+// that folder. The folder itself may stay, as it does after etcd-manager runs
+// a command.
+//
+// This is not what etcd-manager-ctl delete-command does: that takes the name
+// of the BACKUP a command restores (delete-command <backup name>) and removes
+// every pending restore command naming that backup. Given a folder name it
+// finds no command restoring such a backup, deletes nothing and still exits
+// 0. DeleteCommandHint gives the etcd-manager-ctl form for a command.
 func DeleteCommand(ctx context.Context, s backupstore.Store, name string) error {
 	if name == "" || strings.HasPrefix(name, "/") || strings.Contains(name, "..") {
 		return inputerr.New("command", name, "use a command name from the list of pending commands, e.g. 2026-11-21T22:10:00Z-000000")
@@ -202,4 +222,16 @@ func checkFolderName(field, name string) error {
 		return inputerr.New(field, name, "use a backup name as listed, e.g. 2026-11-21T22:52:16Z-000001")
 	}
 	return nil
+}
+
+// DeleteCommandHint is the etcd-manager-ctl command line that withdraws c
+// from the store at storeURL. etcd-manager-ctl delete-command takes the
+// backup the command restores, not its folder, and removes every pending
+// command restoring that backup.
+func DeleteCommandHint(storeURL string, c Command) string {
+	backup := "<backup it restores>"
+	if c.RestoreBackup != nil && c.RestoreBackup.Backup != "" {
+		backup = c.RestoreBackup.Backup
+	}
+	return "etcd-manager-ctl --backup-store=" + storeURL + " delete-command " + backup
 }

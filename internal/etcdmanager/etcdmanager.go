@@ -1,5 +1,5 @@
 // Package etcdmanager speaks etcd-manager's backup store formats byte for
-// byte (see shared/FORMATS.md): backup folder names and their
+// byte (see docs/formats.md): backup folder names and their
 // _etcd_backup.meta, the control folder's cluster spec and restore commands,
 // and etcd-manager's pruning policy. Everything kopsdr writes here must be
 // readable by etcd-manager and etcd-manager-ctl, which parse strictly.

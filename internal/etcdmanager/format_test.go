@@ -18,7 +18,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 )
 
-// The examples in shared/FORMATS.md, byte for byte.
+// The examples in docs/formats.md, byte for byte.
 const (
 	formatsMeta    = `{"etcdVersion": "3.5.9", "timestamp": "1795301536", "clusterSpec": {"memberCount": 3, "etcdVersion": "3.5.9"}}`
 	formatsCommand = `{"timestamp": "1795301699486996173", "restoreBackup": {"clusterSpec": {"memberCount": 3, "etcdVersion": "3.5.9"}, "backup": "2026-11-20T10:00:00Z-000042"}}`
@@ -27,11 +27,11 @@ const (
 
 var spec359 = etcdmanager.ClusterSpec{MemberCount: 3, EtcdVersion: "3.5.9"}
 
-func TestFormatsMatchSharedDoc(t *testing.T) {
-	doc, err := os.ReadFile("../../../shared/FORMATS.md")
-	if err != nil {
-		t.Skipf("shared/FORMATS.md not beside the repository: %v", err)
-	}
+// The repository's formats document shows the examples kopsdr writes. It is
+// part of every clone, so this never skips.
+func TestFormatsMatchDoc(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/formats.md")
+	require.NoError(t, err)
 	for _, s := range []string{formatsMeta, formatsCommand, formatsSpec} {
 		assert.Contains(t, string(doc), s)
 	}

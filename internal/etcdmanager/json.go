@@ -11,7 +11,7 @@ import (
 )
 
 // etcd-manager stores its messages with protojson. These helpers write the
-// byte layout FORMATS.md pins down and read with protojson's strictness:
+// byte layout docs/formats.md pins down and read with protojson's strictness:
 // unknown or duplicate fields are errors, a field may be spelled by its JSON
 // name or its proto name, integers may be numbers or strings, null means unset.
 

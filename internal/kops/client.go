@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -17,18 +16,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/kopsdr/kopsdr/internal/inputerr"
+	"github.com/kopsdr/kopsdr/internal/localonly"
 )
 
-var localOnly atomic.Bool
-
-// SetLocalOnly puts the process in local mode (the worker's --dev): like a
-// test binary, it then never asks the EC2 instance metadata service and
-// never sends EC2 requests anywhere but a loopback endpoint.
-func SetLocalOnly(on bool) { localOnly.Store(on) }
-
-// LocalOnly reports whether EC2 traffic must stay on this machine: in a
-// test binary or after SetLocalOnly(true).
-func LocalOnly() bool { return localOnly.Load() || testing.Testing() }
+// LocalOnly reports whether EC2 traffic must stay on this machine (never
+// the instance metadata service, only a loopback endpoint): in a test
+// binary, or in local-only mode (localonly.Env, which --dev sets).
+func LocalOnly() bool { return localonly.On() || testing.Testing() }
 
 // NewEC2Client builds the EC2 client every kopsdr EC2 caller uses, from the
 // AWS default credential chain. endpoint, if set, overrides where requests

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -39,6 +40,14 @@ type Member struct {
 type EtcdCluster struct {
 	Name    string   `json:"name"`
 	Members []Member `json:"etcdMembers"`
+	Manager *Manager `json:"manager,omitempty"`
+}
+
+// Manager is the part of an etcd cluster's manager settings kopsdr reads.
+type Manager struct {
+	// BackupRetentionDays is how many days etcd-manager keeps one backup a
+	// day; kops's default, when unset, is 90.
+	BackupRetentionDays *uint32 `json:"backupRetentionDays,omitempty"`
 }
 
 // Spec is the part of a kops Cluster kopsdr reads.
@@ -131,4 +140,68 @@ func (s Spec) Member(etcdCluster, member string) (Member, bool) {
 		}
 	}
 	return Member{}, false
+}
+
+// DefaultBackupRetentionDays is kops's daily retention when the spec sets
+// none (etcdClusters[].manager.backupRetentionDays).
+const DefaultBackupRetentionDays = 90
+
+// DailyRetention is how long etcd-manager keeps the first backup of each
+// day for one etcd cluster, as the cluster spec configures it.
+type DailyRetention struct {
+	EtcdCluster string `json:"etcdCluster"`
+	Days        int    `json:"days"`
+	// Found is true when the spec sets backupRetentionDays for this etcd
+	// cluster; false means Days is kops's default (90), including when the
+	// etcd cluster is not in the spec at all.
+	Found bool `json:"found"`
+}
+
+// Duration is Days as a duration.
+func (r DailyRetention) Duration() time.Duration { return time.Duration(r.Days) * 24 * time.Hour }
+
+// Rule says, for a plan, where Days came from.
+func (r DailyRetention) Rule() string {
+	if r.Found {
+		return fmt.Sprintf("%d days from the cluster spec (etcdClusters[%s].manager.backupRetentionDays)", r.Days, r.EtcdCluster)
+	}
+	return fmt.Sprintf("%d days, kops's default (the cluster spec sets no backupRetentionDays for %s)", r.Days, r.EtcdCluster)
+}
+
+// DailyRetention returns the daily retention of one etcd cluster. A value
+// of 0 is treated as unset: kops does not let etcd-manager keep no daily
+// backups, and kopsdr refuses a zero retention.
+func (s Spec) DailyRetention(etcdCluster string) DailyRetention {
+	r := DailyRetention{EtcdCluster: etcdCluster, Days: DefaultBackupRetentionDays}
+	for _, ec := range s.EtcdClusters {
+		if ec.Name == etcdCluster && ec.Manager != nil && ec.Manager.BackupRetentionDays != nil && *ec.Manager.BackupRetentionDays > 0 {
+			r.Days, r.Found = int(*ec.Manager.BackupRetentionDays), true
+		}
+	}
+	return r
+}
+
+// DailyRetentions returns the daily retention of every etcd cluster of the
+// spec, in the spec's order.
+func (s Spec) DailyRetentions() []DailyRetention {
+	out := make([]DailyRetention, 0, len(s.EtcdClusters))
+	for _, ec := range s.EtcdClusters {
+		out = append(out, s.DailyRetention(ec.Name))
+	}
+	return out
+}
+
+// ReadDailyRetention reads <state store>/<cluster>/config and returns the
+// daily retention of etcdCluster. A state store without the spec is not an
+// error: the result is kops's default with Found false. A spec that is there
+// but unusable is (ErrBadSpec), as are store errors.
+func ReadDailyRetention(ctx context.Context, store backupstore.Store, cluster, etcdCluster string) (DailyRetention, error) {
+	spec, err := Read(ctx, store, cluster)
+	if errors.Is(err, ErrNoSpec) {
+		return Spec{}.DailyRetention(etcdCluster), nil
+	}
+	if err != nil {
+		return DailyRetention{}, err
+	}
+	return spec.DailyRetention(etcdCluster), nil
 }

@@ -1,7 +1,8 @@
 // Command devetcd runs a local stand-in for a kops master's two etcd
-// clusters, main on 127.0.0.1:4001 and events on 127.0.0.1:4002, with TLS
-// and client-certificate auth like kops, so a newcomer can try kopsdr
-// without a Kubernetes cluster:
+// clusters, main on 127.0.0.1:4001 and events on 127.0.0.1:4002 (peer ports
+// 5001 and 5002, see --main-peer-port and --events-peer-port), with TLS and
+// client-certificate auth like kops, so a newcomer can try kopsdr without a
+// Kubernetes cluster:
 //
 //	go run ./test/devetcd --dir .kopsdr-dev/etcd
 //
@@ -30,8 +31,23 @@ func main() {
 	dir := flag.String("dir", ".kopsdr-dev/etcd", "where certificates and data live")
 	mainPort := flag.Int("main-port", 4001, "client port of etcd main")
 	eventsPort := flag.Int("events-port", 4002, "client port of etcd events")
+	mainPeer := flag.Int("main-peer-port", 5001, "peer port of etcd main (127.0.0.1 only)")
+	eventsPeer := flag.Int("events-peer-port", 5002, "peer port of etcd events (127.0.0.1 only)")
 	keys := flag.Int("keys", 500, "Kubernetes-like keys to put into a fresh main")
 	flag.Parse()
+	ports := map[int]string{}
+	for _, p := range []struct {
+		flag string
+		port int
+	}{{"--main-port", *mainPort}, {"--events-port", *eventsPort}, {"--main-peer-port", *mainPeer}, {"--events-peer-port", *eventsPeer}} {
+		if p.port <= 0 || p.port > 65535 {
+			log.Fatalf("%s %d: use a port between 1 and 65535", p.flag, p.port)
+		}
+		if other, dup := ports[p.port]; dup {
+			log.Fatalf("%s and %s are both %d: give each its own port", other, p.flag, p.port)
+		}
+		ports[p.port] = p.flag
+	}
 
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
@@ -46,10 +62,11 @@ func main() {
 	for _, c := range []struct {
 		name       string
 		port, peer int
-	}{{"main", *mainPort, *mainPort + 1000}, {"events", *eventsPort, *eventsPort + 1000}} {
+	}{{"main", *mainPort, *mainPeer}, {"events", *eventsPort, *eventsPeer}} {
 		e, err := startEtcd(filepath.Join(abs, c.name), c.name, c.port, c.peer, certs)
 		if err != nil {
-			log.Fatalf("etcd %s: %v", c.name, err)
+			log.Fatalf("etcd %s (client port %d, peer port %d): %v; choose free ports with --%s-port and --%s-peer-port",
+				c.name, c.port, c.peer, err, c.name, c.name)
 		}
 		defer e.Close()
 	}
@@ -58,7 +75,8 @@ func main() {
 	if err := seed(ctx, conn, *keys); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("etcd main on https://127.0.0.1:%d, events on https://127.0.0.1:%d\n", *mainPort, *eventsPort)
+	fmt.Printf("etcd main on https://127.0.0.1:%d (peer port %d), events on https://127.0.0.1:%d (peer port %d)\n",
+		*mainPort, *mainPeer, *eventsPort, *eventsPeer)
 	fmt.Printf("kopsdr flags: --cacert %s --cert %s --key %s\n", certs.CACert, certs.ClientCert, certs.ClientKey)
 	<-ctx.Done()
 }

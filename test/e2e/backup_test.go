@@ -102,7 +102,7 @@ func TestClusterBackupWritesEtcdManagerFormat(t *testing.T) {
 	}
 }
 
-// checkBackupFormat byte-checks a backup against FORMATS.md.
+// checkBackupFormat byte-checks a backup against docs/formats.md.
 func checkBackupFormat(t *testing.T, ctx context.Context, store backupstore.Store, res *workflows.EtcdBackupResult) {
 	t.Helper()
 	names, err := etcdmanager.ListBackups(ctx, store)

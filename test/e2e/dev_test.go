@@ -13,6 +13,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
@@ -112,4 +113,79 @@ func freePort(t *testing.T) int {
 	require.NoError(t, err)
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestDevModeResumesAfterCrash kills `kopsdr-worker --dev` (server and worker
+// in one process) while a backup uploads over a slow link, starts it again
+// on the same data dir, and requires the status query to answer and the
+// upload to be running again within 15 s of the restart.
+func TestDevModeResumesAfterCrash(t *testing.T) {
+	bin := stack.Binaries(t)
+	s3srv := s3test.StartGoFakeS3(t, bucket)
+	slow, received := throttledProxy(t, s3srv.Endpoint, 1<<20)
+	env := append(s3srv.Env(), "S3_ENDPOINT="+slow)
+	etcd := etcdtest.Start(t, 1)
+	putRandom(t, etcd, "/registry/secrets/", 24, 1<<20) // ~24 MiB: most of half a minute on the slow link
+	dataDir := t.TempDir()
+	port := freePort(t)
+	args := []string{"--dev", "--data-dir", dataDir, "--dev-port", fmt.Sprint(port), "--ui-port", "-1"}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+
+	dev := stack.StartProc(t, filepath.Join(bin, "kopsdr-worker"), env, args...)
+	dev.WaitOutput(t, "kopsdr worker started", 2*time.Minute)
+	c, err := client.Dial(client.Options{HostPort: addr})
+	require.NoError(t, err)
+	defer c.Close()
+	ctx := stack.Context(t, 5*time.Minute)
+	in := workflows.EtcdBackupInput{Cluster: "dev.example.com", EtcdCluster: "main", BackupStore: "s3://" + bucket + "/dev",
+		Endpoints: etcd.Endpoints, BackupOptions: tlsOf(etcd.ConnConfig())}
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "backup/dev.example.com/main/crash", TaskQueue: temporalconn.TaskQueue},
+		workflows.EtcdBackup, in)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return received.Load() > 3<<20 }, time.Minute, 50*time.Millisecond)
+	// The status query works before the crash.
+	_, err = c.QueryWorkflow(ctx, run.GetID(), "", workflows.QueryStatus)
+	require.NoError(t, err)
+
+	dev.Kill()
+	dev2 := stack.StartProc(t, filepath.Join(bin, "kopsdr-worker"), env, args...)
+	dev2.WaitOutput(t, "kopsdr worker started", 2*time.Minute)
+	restarted := time.Now()
+
+	var queried, resumed time.Duration
+	for queried == 0 || resumed == 0 {
+		if time.Since(restarted) > time.Minute {
+			break
+		}
+		if queried == 0 {
+			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if _, err := c.QueryWorkflow(qctx, run.GetID(), "", workflows.QueryStatus); err == nil {
+				queried = time.Since(restarted)
+			}
+			cancel()
+		}
+		if resumed == 0 {
+			// A new attempt of the upload has started (bytes still drained
+			// from the dead connection's buffers prove nothing).
+			dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if d, err := c.DescribeWorkflowExecution(dctx, run.GetID(), ""); err == nil {
+				for _, pa := range d.GetPendingActivities() {
+					if pa.GetActivityType().GetName() == "UploadSnapshot" && pa.GetAttempt() > 1 &&
+						pa.GetState() == enumspb.PENDING_ACTIVITY_STATE_STARTED {
+						resumed = time.Since(restarted)
+					}
+				}
+			}
+			cancel()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("after the restart: status answered in %v, the upload resumed in %v", queried, resumed)
+	require.NotZero(t, queried, "status never answered")
+	require.NotZero(t, resumed, "the upload never resumed")
+	require.Less(t, queried, 15*time.Second, "status answers within 15 s of the restart")
+	require.Less(t, resumed, 15*time.Second, "the upload resumes within 15 s of the restart")
+	var res workflows.EtcdBackupResult
+	require.NoError(t, run.Get(ctx, &res))
+	require.NotEmpty(t, res.Backup)
 }

@@ -88,7 +88,7 @@ func (vs *volStack) startWorker(t *testing.T) {
 
 // seed adds three masters, one per zone, each with its main and events
 // volume attached and tagged as kops 1.x does (members named after zones,
-// as in FORMATS.md's eu-central-1a/eu-central-1a example).
+// as in docs/formats.md's eu-central-1a/eu-central-1a example).
 func (vs *volStack) seed(encrypted bool, key string) {
 	vs.volumes, vs.masters = map[string]string{}, map[string]string{}
 	all := strings.Join(volZones, ",")

@@ -1,5 +1,5 @@
 // Package etcdmanagersim is a stand-in for etcd-manager that behaves, as
-// seen from outside, the way shared/FORMATS.md ("Control folder") describes
+// seen from outside, the way docs/formats.md ("The control folder") describes
 // the real one: it runs one member of a 3-member etcd cluster, reads the
 // backup store's control/ folder only when it starts, and on a pending
 // restoreBackup command serves the old data for a while, then rebuilds the

@@ -23,7 +23,7 @@ import (
 // TestRestoreByKillingEtcdManagers does by hand what kopsdr automates:
 // queue restore commands for main and events, kill every etcd-manager
 // container through the Docker API, and wait until the restored data is
-// served. It checks the stand-in and the harness behave as FORMATS.md
+// served. It checks the stand-in and the harness behave as docs/formats.md
 // says etcd-manager and the kubelet do.
 func TestRestoreByKillingEtcdManagers(t *testing.T) {
 	c := masters.Start(t, masters.Options{WithAPIServer: true, RestoreDelay: 2 * time.Second, LeaseRenew: 2 * time.Second})

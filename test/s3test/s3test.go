@@ -226,6 +226,8 @@ func (s *Server) Env() []string {
 		"AWS_REGION=" + s.Region,
 		// Nothing here runs on EC2: never wait on the instance metadata service.
 		"AWS_EC2_METADATA_DISABLED=true",
+		// And kopsdr's S3 client never leaves this machine.
+		"KOPSDR_LOCAL_ONLY=1",
 	}
 }
 

@@ -59,6 +59,9 @@ type EtcdBackupResult struct {
 	Endpoint    string   `json:"endpoint"`
 	Pruned      []string `json:"pruned"`
 	PruneDryRun bool     `json:"pruneDryRun,omitempty"`
+	// RetentionRule says where the daily retention of the prune came from:
+	// the input, the kops cluster spec, or kops's default.
+	RetentionRule string `json:"retentionRule,omitempty"`
 }
 
 // BackupStatus is what the "status" query of both backup workflows returns.
