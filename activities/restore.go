@@ -593,12 +593,16 @@ func (a *Restore) leftBehind(ctx context.Context, in WaitInput, c check, prog wa
 			}
 		}
 	}
-	fmt.Fprintf(&b, "\nThe restored data is served by the other members; this member still holds the data from before the restore. "+
-		"Fix: on that master, stop its etcd-manager-%[1]s (so the kubelet stops it: move /etc/kubernetes/manifests/etcd-manager-%[1]s.manifest away), "+
-		"move its etcd data directory aside (the volume mounted at /rootfs/mnt/master-vol-*/data or /var/etcd/data-%[1]s; keep it, it is the pre-restore copy), "+
-		"then put the manifest back: etcd-manager starts with no data, and the leader of the restored cluster adds it as a new member "+
-		"(etcd-manager needs the other members healthy and the cluster spec's memberCount %[2]d to do so). "+
-		"Check with etcdctl endpoint status --cluster that every endpoint shows cluster %[3]x.\n%[4]s",
+	// etcd-manager's leader adds only an idle peer (one with no etcd state)
+	// as a new member, and only while the cluster has fewer members than
+	// the spec's memberCount; a peer that starts on its old data dir runs
+	// the old cluster again, however often it is restarted.
+	fmt.Fprintf(&b, "\nThe other members serve the restored data; this member still holds the data from before the restore, and restarting it again brings back the same old cluster. "+
+		"Fix, on that master: 1) stop etcd-manager-%[1]s: move /etc/kubernetes/manifests/etcd-manager-%[1]s.manifest out of that folder and wait until the kubelet has stopped the container; "+
+		"2) move this member's etcd-manager state and data aside on its etcd volume (the volume protokube mounts under /mnt/master-vol-*: the \"state\" file and the \"data\" folder; keep them, they are the pre-restore copy) so that it starts with no etcd state; "+
+		"3) if etcdctl member list on a healthy endpoint lists a member for this master that does not answer, remove it (etcdctl member remove <id>); "+
+		"4) put the manifest back. etcd-manager then starts idle and its leader adds it as a new member: that needs a healthy quorum of the restored cluster and fewer members than the cluster spec's memberCount (%[2]d). "+
+		"Check that etcdctl endpoint status --cluster shows cluster %[3]x on every endpoint.\n%[4]s",
 		in.EtcdCluster, in.MemberCount, c.newID, a.logTails(ctx, in))
 	return b.String()
 }
