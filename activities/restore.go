@@ -597,7 +597,7 @@ func (a *Restore) leftBehind(ctx context.Context, in WaitInput, c check, prog wa
 	// as a new member, and only while the cluster has fewer members than
 	// the spec's memberCount; a peer that starts on its old data dir runs
 	// the old cluster again, however often it is restarted.
-	fmt.Fprintf(&b, "\nThe other members serve the restored data; this member still holds the data from before the restore, and restarting it again brings back the same old cluster. "+
+	fmt.Fprintf(&b, "\nThe other members serve the restored data. This member is not part of it: etcd-manager started it on its data from before the restore (an old member without its old peers does not even answer), and restarting it again brings back the same. "+
 		"Fix, on that master: 1) stop etcd-manager-%[1]s: move /etc/kubernetes/manifests/etcd-manager-%[1]s.manifest out of that folder and wait until the kubelet has stopped the container; "+
 		"2) move this member's etcd-manager state and data aside on its etcd volume (the volume protokube mounts under /mnt/master-vol-*: the \"state\" file and the \"data\" folder; keep them, they are the pre-restore copy) so that it starts with no etcd state; "+
 		"3) if etcdctl member list on a healthy endpoint lists a member for this master that does not answer, remove it (etcdctl member remove <id>); "+

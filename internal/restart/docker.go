@@ -377,7 +377,6 @@ const killResend = 3 * time.Second
 // still starting: two etcd-managers of one cluster on a master must never
 // run at once.
 func (r *dockerRestarter) awaitReplaced(ctx context.Context, s *session, prefix string, res Restarted, baseline []Container, cs []found) (Restarted, error) {
-	begin := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	var (
@@ -385,9 +384,19 @@ func (r *dockerRestarter) awaitReplaced(ctx context.Context, s *session, prefix 
 		lastKilled  string
 		startedByUs string
 		lastErr     error
+		// idleSince is when this call first saw no container running: the
+		// grace period counts from then, not from the call's start, so that
+		// a kill late in the wait (a resent one) still leaves the kubelet
+		// its whole grace before kopsdr starts a container itself.
+		idleSince time.Time
 	)
 	for {
 		running := slices.DeleteFunc(slices.Clone(cs), func(c found) bool { return !c.Running })
+		if len(running) > 0 {
+			idleSince = time.Time{}
+		} else if idleSince.IsZero() {
+			idleSince = time.Now()
+		}
 		switch {
 		case len(running) == 1:
 			c := running[0]
@@ -421,7 +430,7 @@ func (r *dockerRestarter) awaitReplaced(ctx context.Context, s *session, prefix 
 			// The kubelet mid-change, or someone else started one: wait,
 			// and fail at the timeout rather than guess which to keep.
 			lastErr = fmt.Errorf("%d containers running (%s)", len(running), names(running))
-		case startedByUs == "" && time.Since(begin) >= r.grace:
+		case startedByUs == "" && time.Since(idleSince) >= r.grace:
 			if c, ok := toStart(cs, baseline); ok {
 				if err := s.cli.ContainerStart(wctx, c.ID, container.StartOptions{}); err != nil {
 					lastErr = s.wrap(err, "start "+c.Name)
