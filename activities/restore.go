@@ -480,10 +480,23 @@ type Repair struct {
 // still serves the old one (or never joined) after a repair was tried.
 const ErrTypeMemberLeftBehind = "MemberLeftBehind"
 
-// staleGrace is how long a member may stay outside the new cluster once
-// that cluster serves, before kopsdr restarts its etcd-manager again. The
-// peers of a restore join the new cluster within seconds of each other.
+// staleGrace is how long a member may answer for another cluster than the
+// restored one, once that one serves, before kopsdr restarts its
+// etcd-manager again: the peers of a restore join the new cluster within
+// seconds of each other. A member that does not answer at all gets half
+// the restore timeout (at least staleGrace): it may be the leader still in
+// quarantine taking the post-restore backup, which takes as long as the
+// data is large, and restarting it then would break the restore.
 const staleGrace = 20 * time.Second
+
+// repairAfter is how long e may stay outside the new cluster before the
+// one repair.
+func repairAfter(e etcdconn.EndpointState, timeout time.Duration) time.Duration {
+	if e.Answers() {
+		return staleGrace
+	}
+	return max(staleGrace, timeout/2)
+}
 
 // waitProgress is the heartbeat of WaitRestored: a retried attempt reads
 // it back so that the one repair per endpoint is never repeated.
@@ -512,7 +525,7 @@ func (a *Restore) WaitRestored(ctx context.Context, in WaitInput) (WaitResult, e
 	}
 	deadline := time.Now().Add(in.Timeout)
 	prog.State = "waiting for etcd-manager to pick the command up"
-	var formed time.Time // when the new cluster was first seen with members left out
+	behindSince := map[string]time.Time{} // endpoint -> first seen outside the new cluster
 	var last check
 	for {
 		activity.RecordHeartbeat(ctx, prog)
@@ -522,28 +535,31 @@ func (a *Restore) WaitRestored(ctx context.Context, in WaitInput) (WaitResult, e
 			last.res.Repaired = prog.Repaired
 			return last.res, nil
 		}
-		if len(last.behind) > 0 && formed.IsZero() {
-			formed = time.Now()
-		} else if len(last.behind) == 0 {
-			formed = time.Time{}
-		}
-		if !formed.IsZero() && time.Since(formed) >= staleGrace {
-			for _, e := range last.behind {
-				if slices.ContainsFunc(prog.Repaired, func(r Repair) bool { return r.Endpoint == e.Endpoint }) {
-					continue // one repair per member
-				}
-				t, ok := in.EndpointMasters[e.Endpoint]
-				if !ok {
-					continue
-				}
-				rep := Repair{Endpoint: e.Endpoint, Master: t.Name(), Found: e.Describe(in.OldClusterID)}
-				rep.Restart, err = a.repair(ctx, t, in.EtcdCluster)
-				if err != nil {
-					rep.Restart.Action = "failed: " + err.Error()
-				}
-				prog.Repaired = append(prog.Repaired, rep)
-				activity.RecordHeartbeat(ctx, prog)
+		now := time.Now()
+		for ep := range behindSince {
+			if !slices.ContainsFunc(last.behind, func(e etcdconn.EndpointState) bool { return e.Endpoint == ep }) {
+				delete(behindSince, ep)
 			}
+		}
+		for _, e := range last.behind {
+			if _, ok := behindSince[e.Endpoint]; !ok {
+				behindSince[e.Endpoint] = now
+			}
+			if now.Sub(behindSince[e.Endpoint]) < repairAfter(e, in.Timeout) ||
+				slices.ContainsFunc(prog.Repaired, func(r Repair) bool { return r.Endpoint == e.Endpoint }) {
+				continue // one repair per member
+			}
+			t, ok := in.EndpointMasters[e.Endpoint]
+			if !ok {
+				continue
+			}
+			rep := Repair{Endpoint: e.Endpoint, Master: t.Name(), Found: e.Describe(in.OldClusterID)}
+			rep.Restart, err = a.repair(ctx, t, in.EtcdCluster)
+			if err != nil {
+				rep.Restart.Action = "failed: " + err.Error()
+			}
+			prog.Repaired = append(prog.Repaired, rep)
+			activity.RecordHeartbeat(ctx, prog)
 		}
 		if time.Now().After(deadline) {
 			if len(last.behind) > 0 && last.newID != 0 {
