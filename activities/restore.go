@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -299,15 +300,78 @@ func (a *Restore) WriteRestoreCommand(ctx context.Context, in CommandInput) (Com
 	return CommandResult{Command: c.Name}, nil
 }
 
+// BaselineInput names the masters and etcd clusters whose etcd-manager
+// containers the baseline records.
+type BaselineInput struct {
+	Targets      []restart.Target `json:"targets"`
+	EtcdClusters []string         `json:"etcdClusters"`
+}
+
+// Baseline is the etcd-manager containers of one etcd cluster on one master
+// as that master reported them after the restore command was written: IDs,
+// states and start times on the master's own clock.
+type Baseline struct {
+	Master      string              `json:"master"` // Target.Name()
+	Endpoint    string              `json:"endpoint"`
+	EtcdCluster string              `json:"etcdCluster"`
+	Containers  []restart.Container `json:"containers"`
+}
+
+// BaselineResult is every master's and etcd cluster's baseline.
+type BaselineResult struct {
+	Baselines []Baseline `json:"baselines"`
+}
+
+// RecordBaseline lists, read-only, the etcd-manager containers of every
+// master and etcd cluster. The workflow runs it after writing the restore
+// commands and before the restart: its result lands in history, so every
+// attempt of the restart proves each replacement against the same
+// baseline, comparing only times the same master reported, whatever
+// earlier attempts did and whatever the clocks say.
+func (a *Restore) RecordBaseline(ctx context.Context, in BaselineInput) (BaselineResult, error) {
+	var res BaselineResult
+	for _, t := range in.Targets {
+		for _, ec := range in.EtcdClusters {
+			cs, err := a.Restarter.Find(ctx, t, ec)
+			if err != nil {
+				return res, masterErr(t, err)
+			}
+			if cs == nil {
+				cs = []restart.Container{}
+			}
+			res.Baselines = append(res.Baselines, Baseline{Master: t.Name(), Endpoint: t.Endpoint, EtcdCluster: ec, Containers: cs})
+		}
+	}
+	return res, nil
+}
+
+// baselineFor finds the baseline of t and etcd cluster ec.
+func baselineFor(bs []Baseline, t restart.Target, ec string) (Baseline, bool) {
+	for _, b := range bs {
+		if b.Master == t.Name() && b.Endpoint == t.Endpoint && b.EtcdCluster == ec {
+			return b, true
+		}
+	}
+	return Baseline{}, false
+}
+
 // RestartInput restarts the etcd-manager containers of the given etcd
 // clusters on every master.
 type RestartInput struct {
 	Targets      []restart.Target `json:"targets"`
 	EtcdClusters []string         `json:"etcdClusters"`
-	Since        time.Time        `json:"since"` // a container started after this counts as restarted
+	// Since is what restores whose history has no baseline go by: a
+	// container started after it (corrected for the master's clock
+	// offset) counts as restarted.
+	Since time.Time `json:"since"`
+	// Baselines (from RecordBaseline) make every container prove its
+	// replacement against what ran after the command was written.
+	Baselines []Baseline `json:"baselines,omitempty"`
 }
 
-// RestartResult says what happened on each master.
+// RestartResult says what happened on each master: per master and etcd
+// cluster, the container before, the one after, what was done and the
+// proof that After is a new process.
 type RestartResult struct {
 	Restarted []restart.Restarted `json:"restarted"`
 	Failed    map[string]string   `json:"failed,omitempty"` // master -> error
@@ -317,9 +381,11 @@ type RestartResult struct {
 // at once, in one activity: etcd-manager's leader restores with whichever
 // peers restarted with it, and a peer restarted later is not re-added, so
 // the restarts must not be spread over several retries. Each container is
-// killed (the kubelet starts a new one, or kopsdr starts it) and confirmed
-// running. Idempotent through Since: a retry after a crash finds the new
-// containers and kills nothing again. A master whose Docker does not answer
+// killed (the kubelet starts a new one, or kopsdr starts it) and proven
+// replaced against the baseline. Every attempt proves every container
+// again: a retry after a crash finds the replacements earlier attempts
+// made and kills nothing again, and kills whatever an earlier attempt
+// missed or only believed it killed. A master whose Docker does not answer
 // fails the attempt, naming it; Temporal retries, then reports it.
 func (a *Restore) RestartEtcdManagers(ctx context.Context, in RestartInput) (RestartResult, error) {
 	stop := heartbeatEvery(ctx, 2*time.Second, func() any { return "restarting etcd-manager on every master" })
@@ -333,9 +399,26 @@ func (a *Restore) RestartEtcdManagers(ctx context.Context, in RestartInput) (Res
 	n := 0
 	for _, t := range in.Targets {
 		for _, ec := range in.EtcdClusters {
+			var (
+				b  Baseline
+				ok = true
+			)
+			if len(in.Baselines) > 0 {
+				b, ok = baselineFor(in.Baselines, t, ec)
+			}
 			n++
 			go func() {
-				r, err := a.Restarter.Restart(ctx, t, ec, in.Since)
+				var r restart.Restarted
+				var err error
+				switch {
+				case !ok:
+					err = temporal.NewNonRetryableApplicationError(fmt.Sprintf("no baseline for etcd-manager-%s on master %s", ec, t.Name()), ErrTypePreflight, nil)
+				case len(in.Baselines) > 0:
+					r, err = a.Restarter.Replace(ctx, t, ec, b.Containers)
+				default: // a history from before the baseline
+					r, err = a.Restarter.Restart(ctx, t, ec, in.Since)
+					r.Master, r.EtcdCluster = t.Master, ec
+				}
 				if err != nil {
 					err = masterErr(t, err)
 				}
@@ -372,6 +455,10 @@ type WaitInput struct {
 	OldClusterID uint64           `json:"oldClusterId,omitempty"`
 	Masters      []restart.Target `json:"masters"` // for log tails on timeout
 	Timeout      time.Duration    `json:"timeout"`
+	// EndpointMasters maps a client endpoint to the master it runs on, so
+	// a member left behind can be restarted again and named. An endpoint
+	// without a master is still detected, only not repaired.
+	EndpointMasters map[string]restart.Target `json:"endpointMasters,omitempty"`
 }
 
 // WaitResult describes the restored cluster.
@@ -380,30 +467,110 @@ type WaitResult struct {
 	Members   int    `json:"members"`
 	Revision  int64  `json:"revision"`
 	Keys      int64  `json:"keys"`
+	// Repaired lists the members that had stayed behind and came back
+	// after kopsdr restarted their etcd-manager once more.
+	Repaired []Repair `json:"repaired,omitempty"`
+}
+
+// Repair is one restart of a member left behind by the restore.
+type Repair struct {
+	Endpoint string            `json:"endpoint"`
+	Master   string            `json:"master"`
+	Found    string            `json:"found"` // what the endpoint served
+	Restart  restart.Restarted `json:"restart"`
+}
+
+// ErrTypeMemberLeftBehind: the restore formed the new cluster but a member
+// still serves the old one (or never joined) after a repair was tried.
+const ErrTypeMemberLeftBehind = "MemberLeftBehind"
+
+// staleGrace is how long a member may answer for another cluster than the
+// restored one, once that one serves, before kopsdr restarts its
+// etcd-manager again: the peers of a restore join the new cluster within
+// seconds of each other. A member that does not answer at all gets half
+// the restore timeout (at least staleGrace): it may be the leader still in
+// quarantine taking the post-restore backup, which takes as long as the
+// data is large, and restarting it then would break the restore.
+const staleGrace = 20 * time.Second
+
+// repairAfter is how long e may stay outside the new cluster before the
+// one repair.
+func repairAfter(e etcdconn.EndpointState, timeout time.Duration) time.Duration {
+	if e.Answers() {
+		return staleGrace
+	}
+	return max(staleGrace, timeout/2)
+}
+
+// waitProgress is the heartbeat of WaitRestored: a retried attempt reads
+// it back so that the one repair per endpoint is never repeated.
+type waitProgress struct {
+	State    string   `json:"state"`
+	Repaired []Repair `json:"repaired,omitempty"`
 }
 
 // WaitRestored polls until the command is consumed AND etcd serves a new
-// cluster (a changed cluster id when the old one was known) with every member
-// answering. "etcd answers" alone proves nothing: the old data is served
-// again for half a minute before etcd-manager picks the command up. On
-// timeout the error carries each etcd-manager container's log tail.
+// cluster (a changed cluster id when the old one was known) whose every
+// endpoint answers for it with every member listed. "etcd answers" alone
+// proves nothing: the old data is served again for half a minute before
+// etcd-manager picks the command up, and a member whose etcd-manager was
+// not restarted keeps serving the old cluster beside the new one. Such a
+// member is restarted once more; if it still is not a member at the
+// timeout, the error names it and says how to fix it. On timeout the error
+// carries each etcd-manager container's log tail.
 func (a *Restore) WaitRestored(ctx context.Context, in WaitInput) (WaitResult, error) {
 	store, err := openStore(ctx, in.Store)
 	if err != nil {
 		return WaitResult{}, err
 	}
+	var prog waitProgress
+	if activity.HasHeartbeatDetails(ctx) {
+		_ = activity.GetHeartbeatDetails(ctx, &prog)
+	}
 	deadline := time.Now().Add(in.Timeout)
-	state := "waiting for etcd-manager to pick the command up"
+	prog.State = "waiting for etcd-manager to pick the command up"
+	behindSince := map[string]time.Time{} // endpoint -> first seen outside the new cluster
+	var last check
 	for {
-		activity.RecordHeartbeat(ctx, state)
-		res, st, done := a.checkRestored(ctx, store, in)
-		state = st
-		if done {
-			return res, nil
+		activity.RecordHeartbeat(ctx, prog)
+		last = a.checkRestored(ctx, store, in)
+		prog.State = last.state
+		if last.done {
+			last.res.Repaired = prog.Repaired
+			return last.res, nil
+		}
+		now := time.Now()
+		for ep := range behindSince {
+			if !slices.ContainsFunc(last.behind, func(e etcdconn.EndpointState) bool { return e.Endpoint == ep }) {
+				delete(behindSince, ep)
+			}
+		}
+		for _, e := range last.behind {
+			if _, ok := behindSince[e.Endpoint]; !ok {
+				behindSince[e.Endpoint] = now
+			}
+			if now.Sub(behindSince[e.Endpoint]) < repairAfter(e, in.Timeout) ||
+				slices.ContainsFunc(prog.Repaired, func(r Repair) bool { return r.Endpoint == e.Endpoint }) {
+				continue // one repair per member
+			}
+			t, ok := in.EndpointMasters[e.Endpoint]
+			if !ok {
+				continue
+			}
+			rep := Repair{Endpoint: e.Endpoint, Master: t.Name(), Found: e.Describe(in.OldClusterID)}
+			rep.Restart, err = a.repair(ctx, t, in.EtcdCluster)
+			if err != nil {
+				rep.Restart.Action = "failed: " + err.Error()
+			}
+			prog.Repaired = append(prog.Repaired, rep)
+			activity.RecordHeartbeat(ctx, prog)
 		}
 		if time.Now().After(deadline) {
+			if len(last.behind) > 0 && last.newID != 0 {
+				return WaitResult{}, temporal.NewNonRetryableApplicationError(a.leftBehind(ctx, in, last, prog), ErrTypeMemberLeftBehind, nil)
+			}
 			return WaitResult{}, temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("etcd %s not restored after %v: %s\n%s", in.EtcdCluster, in.Timeout, state, a.logTails(ctx, in)), ErrTypeRestoreTimeout, nil)
+				fmt.Sprintf("etcd %s not restored after %v: %s\n%s", in.EtcdCluster, in.Timeout, prog.State, a.logTails(ctx, in)), ErrTypeRestoreTimeout, nil)
 		}
 		select {
 		case <-ctx.Done():
@@ -413,43 +580,100 @@ func (a *Restore) WaitRestored(ctx context.Context, in WaitInput) (WaitResult, e
 	}
 }
 
-func (a *Restore) checkRestored(ctx context.Context, store backupstore.Store, in WaitInput) (WaitResult, string, bool) {
+// repair restarts the etcd-manager of one etcd cluster on one master again:
+// whatever runs there now is the baseline, so it is killed and its
+// replacement proven.
+func (a *Restore) repair(ctx context.Context, t restart.Target, ec string) (restart.Restarted, error) {
+	cs, err := a.Restarter.Find(ctx, t, ec)
+	if err != nil {
+		return restart.Restarted{Master: t.Master, EtcdCluster: ec}, err
+	}
+	return a.Restarter.Replace(ctx, t, ec, cs)
+}
+
+// leftBehind is the message for members still outside the new cluster at
+// the timeout: which master, endpoint and container, what it serves, and
+// what the operator must do.
+func (a *Restore) leftBehind(ctx context.Context, in WaitInput, c check, prog waitProgress) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "etcd %s was restored into cluster %x, but %d member(s) are not part of it after %v: ", in.EtcdCluster, c.newID, len(c.behind), in.Timeout)
+	for _, e := range c.behind {
+		t, known := in.EndpointMasters[e.Endpoint]
+		master, containerName := "an unknown master (the endpoint matches no master's IP)", "its etcd-manager-"+in.EtcdCluster+" container"
+		if known {
+			master = "master " + t.Name() + " (Docker " + t.Endpoint + ")"
+			if cs, err := a.Restarter.Find(ctx, t, in.EtcdCluster); err == nil && len(cs) > 0 {
+				containerName = "container " + cs[0].Name + " (" + shortID(cs[0].ID) + ", " + cs[0].State + ")"
+			}
+		}
+		fmt.Fprintf(&b, "\n- %s on %s, %s", e.Describe(in.OldClusterID), master, containerName)
+		for _, r := range prog.Repaired {
+			if r.Endpoint == e.Endpoint {
+				fmt.Fprintf(&b, "; kopsdr restarted it once more (%s %s -> %s) and it still did not join", r.Restart.Action, shortID(r.Restart.Before.ID), shortID(r.Restart.After.ID))
+			}
+		}
+	}
+	// etcd-manager's leader adds only an idle peer (one with no etcd state)
+	// as a new member, and only while the cluster has fewer members than
+	// the spec's memberCount; a peer that starts on its old data dir runs
+	// the old cluster again, however often it is restarted.
+	fmt.Fprintf(&b, "\nThe other members serve the restored data. This member is not part of it: etcd-manager started it on its data from before the restore (an old member without its old peers does not even answer), and restarting it again brings back the same. "+
+		"Fix, on that master: 1) stop etcd-manager-%[1]s: move /etc/kubernetes/manifests/etcd-manager-%[1]s.manifest out of that folder and wait until the kubelet has stopped the container; "+
+		"2) move this member's etcd-manager state and data aside on its etcd volume (the volume protokube mounts under /mnt/master-vol-*: the \"state\" file and the \"data\" folder; keep them, they are the pre-restore copy) so that it starts with no etcd state; "+
+		"3) if etcdctl member list on a healthy endpoint lists a member for this master that does not answer, remove it (etcdctl member remove <id>); "+
+		"4) put the manifest back. etcd-manager then starts idle and its leader adds it as a new member: that needs a healthy quorum of the restored cluster and fewer members than the cluster spec's memberCount (%[2]d). "+
+		"Check that etcdctl endpoint status --cluster shows cluster %[3]x on every endpoint.\n%[4]s",
+		in.EtcdCluster, in.MemberCount, c.newID, a.logTails(ctx, in))
+	return b.String()
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// check is one look at a restore in progress.
+type check struct {
+	res    WaitResult
+	state  string
+	done   bool
+	newID  uint64                   // the new cluster, once one serves
+	behind []etcdconn.EndpointState // endpoints outside it
+}
+
+func (a *Restore) checkRestored(ctx context.Context, store backupstore.Store, in WaitInput) check {
 	cmds, err := etcdmanager.ListCommands(ctx, store)
 	if err != nil {
-		return WaitResult{}, "cannot read control/: " + err.Error(), false
+		return check{state: "cannot read control/: " + err.Error()}
 	}
 	for _, c := range cmds {
 		if c.Name == in.Command {
-			return WaitResult{}, "command control/" + in.Command + " not consumed yet", false
+			return check{state: "command control/" + in.Command + " not consumed yet"}
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cli, err := etcdconn.New(cctx, in.Etcd)
 	if err != nil {
-		return WaitResult{}, "command consumed; etcd does not answer yet", false
+		return check{state: "command consumed; etcd does not answer yet"}
 	}
 	defer cli.Close()
-	ml, err := cli.MemberList(cctx)
-	if err != nil {
-		return WaitResult{}, "command consumed; etcd does not list members yet", false
+	m := etcdconn.CheckMembership(cctx, cli, in.Etcd.Endpoints)
+	id, complete, msg := m.Complete(in.MemberCount, in.OldClusterID)
+	if id == 0 {
+		return check{state: "command consumed; " + msg}
 	}
-	if in.OldClusterID != 0 && ml.Header.GetClusterId() == in.OldClusterID {
-		return WaitResult{}, "command consumed; etcd still serves the old cluster", false
+	if !complete {
+		return check{state: "command consumed; new " + msg, newID: id, behind: m.Outside(id)}
 	}
-	if len(ml.Members) != in.MemberCount {
-		return WaitResult{}, fmt.Sprintf("new cluster has %d of %d members", len(ml.Members), in.MemberCount), false
-	}
-	for _, ep := range in.Etcd.Endpoints {
-		if _, err := etcdconn.Status(cctx, cli, ep); err != nil {
-			return WaitResult{}, fmt.Sprintf("member %s does not answer yet", ep), false
-		}
-	}
+	// Every endpoint serves the new cluster now, so any may answer this.
 	count, err := cli.Get(cctx, "\x00", clientv3.WithFromKey(), clientv3.WithCountOnly())
 	if err != nil {
-		return WaitResult{}, "new cluster does not serve reads yet", false
+		return check{state: "new cluster does not serve reads yet", newID: id}
 	}
-	return WaitResult{ClusterID: ml.Header.GetClusterId(), Members: len(ml.Members), Revision: count.Header.GetRevision(), Keys: count.Count}, "restored", true
+	return check{res: WaitResult{ClusterID: id, Members: m.Members(id), Revision: count.Header.GetRevision(), Keys: count.Count}, state: "restored", done: true, newID: id}
 }
 
 func (a *Restore) logTails(ctx context.Context, in WaitInput) string {

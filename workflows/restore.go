@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -51,6 +52,7 @@ type restoreRun struct {
 	stores       map[string]string
 	etcd         map[string]etcdconn.Config
 	targets      []restart.Target
+	targetIPs    []string // per target, "" when unknown: maps an etcd endpoint to its master
 	live         []string
 	approvalWait time.Duration
 	restoreWait  time.Duration
@@ -75,6 +77,7 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 		}
 		for _, m := range found {
 			r.targets = append(r.targets, m.Target)
+			r.targetIPs = append(r.targetIPs, m.IP)
 			if len(r.in.LiveMasterIPs) == 0 {
 				r.live = append(r.live, m.IP)
 			}
@@ -151,6 +154,7 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 		waits[c.EtcdCluster] = workflow.ExecuteActivity(wctx, a.WaitRestored, activities.WaitInput{
 			EtcdCluster: c.EtcdCluster, Store: c.Store, Command: r.res.Commands[c.EtcdCluster], Etcd: r.etcd[c.EtcdCluster],
 			MemberCount: int(c.ClusterSpec.MemberCount), OldClusterID: c.ClusterID, Masters: r.targets, Timeout: r.restoreWait,
+			EndpointMasters: r.endpointMasters(r.etcd[c.EtcdCluster].Endpoints),
 		})
 	}
 	for _, c := range pre.Clusters {
@@ -267,9 +271,25 @@ func (r *restoreRun) safetyBackup(ctx workflow.Context, pre activities.Preflight
 }
 
 func (r *restoreRun) restartAll(ctx workflow.Context) error {
+	var a *activities.Restore
+	// The baseline: which etcd-manager containers run now that the
+	// commands are written. Every restart attempt proves its replacements
+	// against this one record in history instead of against a time on
+	// another machine's clock. Histories from before it replay without it.
+	var baselines []activities.Baseline
+	if v := workflow.GetVersion(ctx, "restart-baseline", workflow.DefaultVersion, 1); v == 1 {
+		done := r.step(ctx, "record etcd-manager baseline")
+		var br activities.BaselineResult
+		if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, restoreActivityOptions(2*time.Minute, 5)),
+			a.RecordBaseline, activities.BaselineInput{Targets: r.targets, EtcdClusters: r.ecs}).Get(ctx, &br); err != nil {
+			return err
+		}
+		baselines = br.Baselines
+		done()
+	}
+
 	done := r.step(ctx, "restart etcd-manager")
 	defer done()
-	var a *activities.Restore
 	rctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 5 * time.Minute,
 		// Short, so a worker that died mid-restart is noticed quickly and
@@ -284,7 +304,7 @@ func (r *restoreRun) restartAll(ctx workflow.Context) error {
 	}
 	var rs activities.RestartResult
 	err := workflow.ExecuteActivity(rctx, a.RestartEtcdManagers, activities.RestartInput{
-		Targets: r.targets, EtcdClusters: r.ecs, Since: workflow.Now(ctx).UTC(),
+		Targets: r.targets, EtcdClusters: r.ecs, Since: workflow.Now(ctx).UTC(), Baselines: baselines,
 	}).Get(ctx, &rs)
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) && appErr.HasDetails() {
@@ -302,6 +322,36 @@ func (r *restoreRun) restartAll(ctx workflow.Context) error {
 		return fmt.Errorf("could not restart etcd-manager on every master: %w", err)
 	}
 	return nil
+}
+
+// endpointMasters maps each etcd client endpoint to its master: by the
+// master's IP when the endpoint's host is one, else by position when there
+// are as many endpoints as masters (the order the CLI and the README use).
+func (r *restoreRun) endpointMasters(endpoints []string) map[string]restart.Target {
+	out := map[string]restart.Target{}
+	for _, ep := range endpoints {
+		host := endpointHost(ep)
+		for i, ip := range r.targetIPs {
+			if ip != "" && ip == host {
+				out[ep] = r.targets[i]
+			}
+		}
+	}
+	if len(out) == 0 && len(endpoints) == len(r.targets) {
+		for i, ep := range endpoints {
+			out[ep] = r.targets[i]
+		}
+	}
+	return out
+}
+
+// endpointHost is the host of a client URL like https://10.0.1.10:4001.
+func endpointHost(ep string) string {
+	u, err := url.Parse(ep)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
 }
 
 // resolve checks the input (pure checks; files and endpoints are checked by
@@ -327,6 +377,7 @@ func (r *restoreRun) resolve(ctx workflow.Context) error {
 	}
 	for _, m := range in.Masters {
 		r.targets = append(r.targets, restart.Target{Master: m.Name, Endpoint: m.Docker, TLSCA: m.TLSCA, TLSCert: m.TLSCert, TLSKey: m.TLSKey})
+		r.targetIPs = append(r.targetIPs, m.IP)
 		if m.IP != "" && len(in.LiveMasterIPs) == 0 {
 			r.live = append(r.live, m.IP)
 		}
@@ -358,7 +409,7 @@ func restoreActivityOptions(timeout time.Duration, attempts int32) workflow.Acti
 func containerRestarts(rs activities.RestartResult) []api.ContainerRestart {
 	out := make([]api.ContainerRestart, 0, len(rs.Restarted))
 	for _, x := range rs.Restarted {
-		out = append(out, api.ContainerRestart{Before: x.Before.Name, After: x.After.Name, Action: x.Action})
+		out = append(out, api.ContainerRestart{Master: x.Master, EtcdCluster: x.EtcdCluster, Before: x.Before.Name, After: x.After.Name, Action: x.Action, Proof: x.Proof})
 	}
 	return out
 }

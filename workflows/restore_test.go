@@ -14,6 +14,7 @@ import (
 
 	"github.com/kopsdr/kopsdr/activities"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
+	"github.com/kopsdr/kopsdr/internal/restart"
 )
 
 // These unit tests use Temporal's test environment with the activities
@@ -107,7 +108,12 @@ func TestRestoreApprovalTimesOut(t *testing.T) {
 func TestRestoreApprovedBySignal(t *testing.T) {
 	env, a := restoreEnv(t, "restore/c.example.com")
 	env.OnActivity(a.WriteRestoreCommand, mock.Anything, mock.Anything).Return(activities.CommandResult{Command: "2026-11-20T10:05:00Z-000000"}, nil)
-	env.OnActivity(a.RestartEtcdManagers, mock.Anything, mock.Anything).Return(activities.RestartResult{}, nil)
+	base := []activities.Baseline{{Master: "a", EtcdCluster: "main", Containers: []restart.Container{{ID: "c1", Running: true}}}}
+	env.OnActivity(a.RecordBaseline, mock.Anything, mock.Anything).Return(activities.BaselineResult{Baselines: base}, nil)
+	// Every restart attempt proves against the baseline in history.
+	env.OnActivity(a.RestartEtcdManagers, mock.Anything, mock.MatchedBy(func(in activities.RestartInput) bool {
+		return len(in.Baselines) == 1 && in.Baselines[0].Containers[0].ID == "c1"
+	})).Return(activities.RestartResult{}, nil)
 	env.OnActivity(a.WaitRestored, mock.Anything, mock.Anything).Return(activities.WaitResult{Members: 1}, nil)
 	env.OnActivity(a.CleanMasterLeases, mock.Anything, mock.Anything).Return(activities.LeaseResult{Deleted: []string{"/registry/masterleases/10.0.0.9"}}, nil)
 	env.RegisterDelayedCallback(func() {

@@ -330,6 +330,181 @@ func (r *dockerRestarter) Restart(ctx context.Context, t Target, etcdCluster str
 	return r.awaitRunning(ctx, s, prefix, before, boundary, killed)
 }
 
+func (r *dockerRestarter) Replace(ctx context.Context, t Target, etcdCluster string, baseline []Container) (Restarted, error) {
+	if err := checkNames(etcdCluster, t.Master); err != nil {
+		return Restarted{}, err
+	}
+	s, err := r.connect(t)
+	if err != nil {
+		return Restarted{}, err
+	}
+	defer s.close()
+	prefix := NamePrefix(etcdCluster, t.Master)
+	res := Restarted{Master: t.Master, EtcdCluster: etcdCluster, Before: baselineBefore(baseline)}
+
+	cs, err := s.find(ctx, prefix)
+	if err != nil {
+		return res, err
+	}
+	if len(cs) == 0 {
+		return res, s.notFound(ctx, prefix)
+	}
+	running := slices.DeleteFunc(slices.Clone(cs), func(c found) bool { return !c.Running })
+	if len(running) > 1 {
+		// See Restart: never two etcd-managers of one cluster on a master,
+		// and killing both could take down a quorum.
+		return res, fmt.Errorf("%s: %d %s* containers running on Docker at %s (%s); expected one: set the master's node name or retry",
+			masterName(t.Master), len(running), prefix, t.Endpoint, names(running))
+	}
+	if len(running) == 1 {
+		if proof, ok := Proven(running[0].Container, baseline); ok {
+			res.After, res.Action, res.Proof = running[0].Container, ActionAlreadyRestarted, proof
+			return res, nil
+		}
+	}
+	return r.awaitReplaced(ctx, s, prefix, res, baseline, cs)
+}
+
+// killResend is how long Replace waits for a killed container to die
+// before it sends the kill again: a kill whose request was lost (a daemon
+// restarting, a connection cut) must not leave the old process running.
+const killResend = 3 * time.Second
+
+// awaitReplaced kills whatever unproven container runs, until a proven one
+// runs alone. After the grace period with nothing running it starts the
+// newest stopped container itself (a start proves it, as its StartedAt
+// moves), unless the kubelet has already created a replacement that is
+// still starting: two etcd-managers of one cluster on a master must never
+// run at once.
+func (r *dockerRestarter) awaitReplaced(ctx context.Context, s *session, prefix string, res Restarted, baseline []Container, cs []found) (Restarted, error) {
+	wctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	var (
+		lastKill    time.Time
+		lastKilled  string
+		startedByUs string
+		lastErr     error
+		// idleSince is when this call first saw no container running: the
+		// grace period counts from then, not from the call's start, so that
+		// a kill late in the wait (a resent one) still leaves the kubelet
+		// its whole grace before kopsdr starts a container itself.
+		idleSince time.Time
+	)
+	for {
+		running := slices.DeleteFunc(slices.Clone(cs), func(c found) bool { return !c.Running })
+		if len(running) > 0 {
+			idleSince = time.Time{}
+		} else if idleSince.IsZero() {
+			idleSince = time.Now()
+		}
+		switch {
+		case len(running) == 1:
+			c := running[0]
+			if proof, ok := Proven(c.Container, baseline); ok {
+				res.After, res.Proof = c.Container, proof
+				switch {
+				case startedByUs == c.ID:
+					res.Action = ActionStartedByKopsdr
+				case res.Killed != "":
+					res.Action = ActionKilled
+				default:
+					res.Action = ActionAlreadyRestarted
+				}
+				return res, nil
+			}
+			// Not proven: the old process still runs. Kill it, and again
+			// if it is still running a while after a kill.
+			if c.ID != lastKilled || time.Since(lastKill) >= killResend {
+				lastKill, lastKilled = time.Now(), c.ID
+				err := s.cli.ContainerKill(wctx, c.ID, "KILL")
+				switch {
+				case err == nil, cerrdefs.IsConflict(err), cerrdefs.IsNotFound(err):
+					// Conflict: it stopped by itself meanwhile; not found:
+					// removed meanwhile. Either way the next look decides.
+					res.Killed = c.ID
+				default:
+					lastErr = s.wrap(err, "kill "+c.Name) // retried on the next look
+				}
+			}
+		case len(running) > 1:
+			// The kubelet mid-change, or someone else started one: wait,
+			// and fail at the timeout rather than guess which to keep.
+			lastErr = fmt.Errorf("%d containers running (%s)", len(running), names(running))
+		case startedByUs == "" && time.Since(idleSince) >= r.grace:
+			if c, ok := toStart(cs, baseline); ok {
+				if err := s.cli.ContainerStart(wctx, c.ID, container.StartOptions{}); err != nil {
+					lastErr = s.wrap(err, "start "+c.Name)
+				} else {
+					startedByUs = c.ID
+				}
+			}
+		}
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return res, ctx.Err()
+			}
+			msg := fmt.Sprintf("%s: no %s* container proven replaced on Docker at %s after %s (baseline: %s; now: %s)",
+				masterName(s.t.Master), prefix, s.t.Endpoint, r.timeout, describeContainers(baseline), describe(cs))
+			if lastErr != nil {
+				return res, fmt.Errorf("%s: %w", msg, lastErr)
+			}
+			return res, errors.New(msg)
+		case <-time.After(r.poll):
+		}
+		found, err := s.find(wctx, prefix)
+		if err != nil {
+			lastErr = err // keep trying: the daemon may be briefly busy
+			continue
+		}
+		cs = found
+	}
+}
+
+// toStart picks the container kopsdr may start itself when none runs: the
+// newest one (cs is sorted newest first). It refuses while a container the
+// baseline did not have waits in "created" or "restarting": the kubelet is
+// about to run it.
+func toStart(cs []found, baseline []Container) (found, bool) {
+	if len(cs) == 0 {
+		return found{}, false
+	}
+	for _, c := range cs {
+		if c.Running {
+			return found{}, false
+		}
+		inBaseline := slices.ContainsFunc(baseline, func(b Container) bool { return b.ID == c.ID })
+		if !inBaseline && (c.State == "created" || c.State == "restarting") {
+			return found{}, false
+		}
+	}
+	return cs[0], true
+}
+
+// baselineBefore is the container the baseline saw running, or its newest.
+func baselineBefore(baseline []Container) Container {
+	for _, b := range baseline {
+		if b.Running {
+			return b
+		}
+	}
+	if len(baseline) > 0 {
+		return baseline[0]
+	}
+	return Container{}
+}
+
+func describeContainers(cs []Container) string {
+	if len(cs) == 0 {
+		return "none"
+	}
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = fmt.Sprintf("%s %s %s started %s", shortID(c.ID), c.Name, c.State, c.StartedAt.Format(time.RFC3339Nano))
+	}
+	return strings.Join(out, "; ")
+}
+
 // awaitRunning waits for a container started after boundary to run. After
 // the grace period it starts `before` itself, unless the kubelet has
 // already created a replacement that is still starting: two etcd-managers

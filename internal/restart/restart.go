@@ -10,6 +10,7 @@ package restart
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"time"
 
@@ -44,23 +45,25 @@ func (t Target) Name() string {
 }
 
 // Container is one etcd-manager container as the runtime reports it. Times
-// are on the master's clock.
+// are on the master's clock: they are only ever compared with other times
+// the same master reported.
 type Container struct {
-	ID           string
-	Name         string
-	State        string // e.g. running, exited, created, restarting
-	Created      time.Time
-	StartedAt    time.Time // zero if it never started
-	Running      bool      // running now (a container Docker is restarting is not)
-	RestartCount int       // restarts by the runtime's restart policy
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	State        string    `json:"state"` // e.g. running, exited, created, restarting
+	Created      time.Time `json:"created"`
+	StartedAt    time.Time `json:"startedAt"`    // zero if it never started
+	Running      bool      `json:"running"`      // running now (a container Docker is restarting is not)
+	RestartCount int       `json:"restartCount"` // restarts by the runtime's restart policy
 }
 
-// What Restart did, in Restarted.Action.
+// What Restart and Replace did, in Restarted.Action.
 const (
 	// ActionKilled: kopsdr killed the running container and a new process
 	// came up without its help (the kubelet made a new container).
 	ActionKilled = "killed"
-	// ActionAlreadyRestarted: a container started after `since` was already
+	// ActionAlreadyRestarted: a container started after `since` (Restart)
+	// or proven replaced against the baseline (Replace) was already
 	// running (an earlier attempt restarted it, or the kubelet did), or one
 	// came up by itself while none was running; kopsdr killed nothing.
 	ActionAlreadyRestarted = "already-restarted"
@@ -70,13 +73,22 @@ const (
 	ActionStartedByKopsdr = "started-by-kopsdr"
 )
 
-// Restarted reports one Restart. After is the container now running.
-// Before is the one that was running (killed), or the newest stopped one
-// when none was; when a fresh container was already running, nothing
-// changed and Before equals After.
+// Restarted reports one Restart or Replace. After is the container now
+// running. For Restart, Before is the one that was running (killed), or the
+// newest stopped one when none was; when a fresh container was already
+// running, nothing changed and Before equals After. For Replace, Before is
+// the container the baseline saw running (or its newest one), whichever
+// attempt killed it, and Proof says why After is not that process.
 type Restarted struct {
-	Before, After Container
-	Action        string
+	Master      string    `json:"master,omitempty"`
+	EtcdCluster string    `json:"etcdCluster,omitempty"`
+	Before      Container `json:"before"`
+	After       Container `json:"after"`
+	Action      string    `json:"action"`
+	Proof       string    `json:"proof,omitempty"`
+	// Killed is the container this call killed, if any (an earlier attempt
+	// may have killed Before).
+	Killed string `json:"killed,omitempty"`
 }
 
 // Restarter finds, restarts and reads the logs of one etcd cluster's
@@ -85,7 +97,8 @@ type Restarted struct {
 type Restarter interface {
 	// Find returns the containers whose name starts with
 	// NamePrefix(etcdCluster, t.Master): running ones first, then newest
-	// first.
+	// first. It changes nothing; its result is what Replace takes as the
+	// baseline.
 	Find(ctx context.Context, t Target, etcdCluster string) ([]Container, error)
 
 	// Restart makes a fresh etcd-manager process run, idempotently: if a
@@ -95,11 +108,54 @@ type Restarter interface {
 	// none comes within a short grace period it starts the killed container
 	// itself. since is on the worker's clock; it is compared with the
 	// master's clock after correcting for the difference between the two.
+	//
+	// Deprecated: the clock correction is an estimate; use Replace. Kept
+	// for restores whose history predates the baseline.
 	Restart(ctx context.Context, t Target, etcdCluster string, since time.Time) (Restarted, error)
+
+	// Replace makes a process run that is proven not to be one of the
+	// baseline's (what Find returned after the restore command was
+	// written): a running container whose ID is not in the baseline, or
+	// whose StartedAt is later than the baseline's StartedAt for that ID.
+	// Every time on both sides of that comparison is the master's, so no
+	// clock correction is involved. Anything not proven is killed
+	// (SIGKILL) and the replacement proven the same way; if no kubelet
+	// brings one within the grace period, kopsdr starts the stopped
+	// container itself. It never lets two matching containers run at once
+	// and never trusts what an earlier call did: a retry proves again.
+	Replace(ctx context.Context, t Target, etcdCluster string, baseline []Container) (Restarted, error)
 
 	// LogTail returns the last lines of the newest matching container's
 	// log (stdout and stderr interleaved as written).
 	LogTail(ctx context.Context, t Target, etcdCluster string, lines int) (string, error)
+}
+
+// Proven reports whether c is a process started after the baseline was
+// taken, and says why: a container the baseline did not have, or one it
+// had that has started again since (Docker keeps the ID across a start).
+// c must be running to count.
+func Proven(c Container, baseline []Container) (string, bool) {
+	if !c.Running {
+		return "", false
+	}
+	for _, b := range baseline {
+		if b.ID != c.ID {
+			continue
+		}
+		if c.StartedAt.After(b.StartedAt) {
+			return fmt.Sprintf("container %s started again at %s, after the baseline's %s (master's clock)",
+				shortID(c.ID), c.StartedAt.UTC().Format(time.RFC3339Nano), b.StartedAt.UTC().Format(time.RFC3339Nano)), true
+		}
+		return "", false
+	}
+	return fmt.Sprintf("container %s (%s) is not in the baseline: it was created after the restore command was written", shortID(c.ID), c.Name), true
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
 }
 
 // namePart is what kops puts into container names: Kubernetes node names

@@ -35,7 +35,14 @@ type restoreFixture struct {
 
 func newRestoreFixture(t *testing.T, worker bool) *restoreFixture {
 	f := &restoreFixture{tp: stack.StartTemporal(t), backups: map[string]string{}}
-	f.c = masters.Start(t, masters.Options{WithAPIServer: true})
+	// etcd-manager's leader waits 20-35 s after a restart before it
+	// restores; the stand-in's default 2 s is shorter than the harness's
+	// single emulated kubelet takes to bring six containers back one by one
+	// on a loaded machine (6 s measured), so a peer could start after the
+	// restore was done and stay on its old data, which real masters, each
+	// with its own kubelet, do not see. 10 s keeps tests short and the
+	// restarted peers in time.
+	f.c = masters.Start(t, masters.Options{WithAPIServer: true, RestoreDelay: 10 * time.Second})
 	if worker {
 		f.tp.StartWorker(t)
 	}

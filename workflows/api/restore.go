@@ -145,9 +145,10 @@ type EtcdManagerRestoreResult struct {
 type ContainerRestart struct {
 	Master      string `json:"master"`
 	EtcdCluster string `json:"etcdCluster"`
-	Before      string `json:"before"` // container name before
-	After       string `json:"after"`  // container name running now
-	Action      string `json:"action"` // killed | already-restarted | started-by-kopsdr
+	Before      string `json:"before"`          // container name before
+	After       string `json:"after"`           // container name running now
+	Action      string `json:"action"`          // killed | already-restarted | started-by-kopsdr
+	Proof       string `json:"proof,omitempty"` // why the running container is a new one
 }
 
 // Selected is the etcd clusters this restore touches.
