@@ -36,10 +36,43 @@ func EtcdManagerRestore(ctx workflow.Context, in EtcdManagerRestoreInput) (*Etcd
 	r.gate = gate
 	res, err := r.run(ctx)
 	if err != nil {
+		err = r.withPendingCommands(ctx, err)
 		r.status.LastError, r.status.Step = err.Error(), "failed: "+r.status.Step
 		return nil, err
 	}
 	return res, nil
+}
+
+// withPendingCommands adds to the error of a restore that failed after it
+// queued its restore commands which commands are still queued, and how to
+// withdraw them: the next etcd-manager start or leader change would perform
+// them. The error keeps its type. Histories from before this replay
+// without the look (GetVersion).
+func (r *restoreRun) withPendingCommands(ctx workflow.Context, err error) error {
+	if len(r.res.Commands) == 0 ||
+		workflow.GetVersion(ctx, "pending-commands-on-failure", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return err
+	}
+	in := activities.PendingCommandsInput{Cluster: r.in.Cluster, StateStore: r.in.StateStore}
+	for _, ec := range r.ecs {
+		in.Stores = append(in.Stores, activities.PendingCommandStore{EtcdCluster: ec, Store: r.stores[ec], Override: r.in.Target(ec).BackupStore != ""})
+	}
+	// Disconnected: a cancelled restore must still say what it left queued.
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	dctx = workflow.WithActivityOptions(dctx, workflow.ActivityOptions{
+		StartToCloseTimeout: time.Minute, RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 3},
+	})
+	var a *activities.Restore
+	var pc activities.PendingCommandsResult
+	if e := workflow.ExecuteActivity(dctx, a.PendingCommands, in).Get(dctx, &pc); e != nil || pc.Message == "" {
+		return err
+	}
+	msg, typ := err.Error(), api.ErrTypeRestoreFailed
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		msg, typ = appErr.Message(), appErr.Type()
+	}
+	return temporal.NewNonRetryableApplicationError(msg+"\n"+pc.Message, typ, nil)
 }
 
 type restoreRun struct {

@@ -153,3 +153,24 @@ func TestRestoreOnlyMain(t *testing.T) {
 	require.Len(t, res.Plan.Backups, 1)
 	require.Equal(t, "main", res.Plan.Backups[0].EtcdCluster)
 }
+
+// TestRestoreFailureNamesQueuedCommands: a restore that fails after it
+// queued its commands says which are still queued and how to withdraw
+// them, and keeps its error type.
+func TestRestoreFailureNamesQueuedCommands(t *testing.T) {
+	env, a := restoreEnv(t, "restore/c.example.com")
+	env.OnActivity(a.WriteRestoreCommand, mock.Anything, mock.Anything).Return(activities.CommandResult{Command: "2026-11-20T10:05:00Z-000000"}, nil)
+	env.OnActivity(a.RecordBaseline, mock.Anything, mock.Anything).Return(activities.BaselineResult{}, nil)
+	env.OnActivity(a.RestartEtcdManagers, mock.Anything, mock.Anything).Return(activities.RestartResult{}, nil)
+	env.OnActivity(a.WaitRestored, mock.Anything, mock.Anything).Return(activities.WaitResult{},
+		temporal.NewNonRetryableApplicationError("etcd main not restored after 15m0s", activities.ErrTypeRestoreTimeout, nil))
+	env.OnActivity(a.PendingCommands, mock.Anything, mock.MatchedBy(func(in activities.PendingCommandsInput) bool {
+		return in.Cluster == "c.example.com" && len(in.Stores) == 2
+	})).Return(activities.PendingCommandsResult{Message: "a restore command is still queued in s3://state/c.example.com/backups/etcd/main: kopsdr restore withdraw --cluster c.example.com"}, nil)
+	in := restoreInput()
+	in.NoSafetyBackup, in.Approve = true, true
+	env.ExecuteWorkflow(EtcdManagerRestore, in)
+	appErr := requireAppErr(t, env.GetWorkflowError(), activities.ErrTypeRestoreTimeout)
+	require.Contains(t, appErr.Error(), "etcd main not restored")
+	require.Contains(t, appErr.Error(), "kopsdr restore withdraw --cluster c.example.com")
+}
