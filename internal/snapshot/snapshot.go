@@ -99,6 +99,16 @@ func Stream(ctx context.Context, cli *clientv3.Client, endpoint string, w io.Wri
 	}
 	defer resp.Snapshot.Close()
 
+	// On failure the gzip stream must stay unfinished (no trailer: nobody
+	// may take it for a backup), yet every block pgzip is still compressing
+	// must be written before Stream returns, or it lands in w after the
+	// caller has moved on. Flush waits for them and writes no trailer.
+	finished := false
+	defer func() {
+		if !finished {
+			_ = gz.Flush()
+		}
+	}()
 	raw := newRawCheck()
 	if err := pump(resp.Snapshot, raw, gz, gzOut, p); err != nil {
 		return Result{}, fmt.Errorf("snapshot: etcd endpoint %s: %w", endpoint, err)
@@ -107,6 +117,7 @@ func Stream(ctx context.Context, cli *clientv3.Client, endpoint string, w io.Wri
 		return Result{}, fmt.Errorf("snapshot: etcd endpoint %s: %w", endpoint, err)
 	}
 	// Only now is the gzip stream finished: everything before was checked.
+	finished = true
 	if err := gz.Close(); err != nil {
 		return Result{}, fmt.Errorf("snapshot: write: %w", err)
 	}
