@@ -465,8 +465,9 @@ type WaitEtcdInput struct {
 	Members int             `json:"members"`
 }
 
-// EBSWaitEtcd waits until every endpoint answers and etcd lists the
-// expected number of members, all started. The activity's timeout bounds
+// EBSWaitEtcd waits until every endpoint answers for one cluster whose
+// member list has every member (etcdconn.Membership.Complete, the check the
+// etcd-manager restore's wait makes too). The activity's timeout bounds
 // the wait; until then an unreachable etcd is only "not yet".
 func (a *Volumes) EBSWaitEtcd(ctx context.Context, in WaitEtcdInput) (int, error) {
 	if err := in.Etcd.Validate(); err != nil {
@@ -484,26 +485,13 @@ func (a *Volumes) EBSWaitEtcd(ctx context.Context, in WaitEtcdInput) (int, error
 			return false, nil
 		}
 		defer cli.Close()
-		for _, ep := range in.Etcd.Endpoints {
-			if _, err := etcdconn.Status(cctx, cli, ep); err != nil {
-				hb.set(ep + ": " + err.Error())
-				return false, nil
-			}
-		}
-		list, err := cli.MemberList(cctx)
-		if err != nil {
-			hb.set(err.Error())
-			return false, nil
-		}
-		started := 0
-		for _, m := range list.Members {
-			if m.Name != "" && len(m.ClientURLs) > 0 {
-				started++
-			}
-		}
-		members = started
-		hb.setf("%d of %d members started", started, in.Members)
-		return started >= in.Members, nil
+		// The same check as the etcd-manager restore's wait: every endpoint
+		// answers, for one cluster, whose member list has every member.
+		m := etcdconn.CheckMembership(cctx, cli, in.Etcd.Endpoints)
+		id, ok, state := m.Complete(in.Members, 0)
+		members = m.Members(id)
+		hb.set(state)
+		return ok, nil
 	})
 	return members, err
 }
