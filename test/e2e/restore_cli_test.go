@@ -62,7 +62,7 @@ func TestRestoreFromCLI(t *testing.T) {
 	require.Equal(t, "carol", res.Approval.By)
 	require.ElementsMatch(t, leaseKeys(masters.OldMasterIPs), res.LeasesDeleted)
 	require.Nil(t, f.get(t, ctx, "/registry/configmaps/default/after-backup"))
-	require.Contains(t, kopsdr("status", id), "Completed")
+	require.Contains(t, kopsdr("status", id), ": completed")
 }
 
 // TestRestoreWorkerKilledAfterEachStep kills the worker process (SIGKILL)
