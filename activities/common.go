@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kopsdr/kopsdr/workflows/api"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -25,9 +27,9 @@ import (
 // Error types that workflows and retry policies recognise.
 const (
 	ErrTypeInvalidInput    = inputerr.Type
-	ErrTypeAccessDenied    = "AccessDenied"
-	ErrTypeCorruptBackup   = "CorruptBackup"
-	ErrTypeEtcdUnreachable = "EtcdUnreachable"
+	ErrTypeAccessDenied    = api.ErrTypeAccessDenied
+	ErrTypeCorruptBackup   = api.ErrTypeCorruptBackup
+	ErrTypeEtcdUnreachable = api.ErrTypeEtcdUnreachable
 )
 
 // nonRetryable turns bad input into an error Temporal will not retry.

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kopsdr/kopsdr/workflows/api"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -34,9 +36,9 @@ type Restore struct {
 
 // Error types of the restore that workflows recognise.
 const (
-	ErrTypePreflight      = "PreflightFailed"
-	ErrTypeRestoreTimeout = "RestoreTimeout"
-	ErrTypeMasterDown     = "MasterUnreachable"
+	ErrTypePreflight      = api.ErrTypePreflight
+	ErrTypeRestoreTimeout = api.ErrTypeRestoreTimeout
+	ErrTypeMasterDown     = api.ErrTypeMasterUnreachable
 )
 
 // LatestBefore is the backup selector prefix for "the newest backup at or
@@ -482,7 +484,7 @@ type Repair struct {
 
 // ErrTypeMemberLeftBehind: the restore formed the new cluster but a member
 // still serves the old one (or never joined) after a repair was tried.
-const ErrTypeMemberLeftBehind = "MemberLeftBehind"
+const ErrTypeMemberLeftBehind = api.ErrTypeMemberLeftBehind
 
 // staleGrace is how long a member may answer for another cluster than the
 // restored one, once that one serves, before kopsdr restarts its

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kopsdr/kopsdr/workflows/api"
+
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"go.temporal.io/sdk/temporal"
 
@@ -28,12 +30,12 @@ type Volumes struct{}
 
 // Error types of the volume path, beside the common ones.
 const (
-	ErrTypePreflightRefused   = "PreflightRefused"
-	ErrTypeSnapshotFailed     = "SnapshotFailed"
-	ErrTypeVolumeFailed       = "VolumeFailed"
-	ErrTypeEncryptionMismatch = "EncryptionMismatch"
-	ErrTypeAlreadyReplaced    = "AlreadyReplaced"
-	ErrTypeEC2Refused         = "EC2Refused"
+	ErrTypePreflightRefused   = api.ErrTypePreflightRefused
+	ErrTypeSnapshotFailed     = api.ErrTypeSnapshotFailed
+	ErrTypeVolumeFailed       = api.ErrTypeVolumeFailed
+	ErrTypeEncryptionMismatch = api.ErrTypeEncryptionMismatch
+	ErrTypeAlreadyReplaced    = api.ErrTypeAlreadyReplaced
+	ErrTypeEC2Refused         = api.ErrTypeEC2Refused
 )
 
 // ec2Permissions is the fix for a denied EC2 call.

@@ -51,7 +51,16 @@ const (
 	ErrTypeMasterUnreachable = "MasterUnreachable"
 	ErrTypeRestoreRejected   = "RestoreRejected"
 	ErrTypeApprovalTimedOut  = "ApprovalTimedOut"
-	ErrTypeRestoreFailed     = "RestoreFailed" // a step failed after approval; see rolledBack
+	ErrTypeRestoreFailed     = "RestoreFailed"    // a step failed after approval; see rolledBack
+	ErrTypeMemberLeftBehind  = "MemberLeftBehind" // a member stayed on the old cluster after the restore
+
+	// The legacy volume path.
+	ErrTypePreflightRefused   = "PreflightRefused" // the volume restore's pre-flight refused; nothing was changed
+	ErrTypeSnapshotFailed     = "SnapshotFailed"
+	ErrTypeVolumeFailed       = "VolumeFailed"
+	ErrTypeEncryptionMismatch = "EncryptionMismatch"
+	ErrTypeAlreadyReplaced    = "AlreadyReplaced"
+	ErrTypeEC2Refused         = "EC2Refused"
 )
 
 // RestoreWorkflowID is the one id a restore of a cluster runs under, both
