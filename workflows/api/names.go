@@ -11,6 +11,8 @@ package api
 import (
 	"fmt"
 	"time"
+
+	"github.com/kopsdr/kopsdr/internal/inputerr"
 )
 
 // TaskQueue is the one task queue every kopsdr workflow and activity uses.
@@ -42,7 +44,7 @@ const (
 // Error types a kopsdr workflow can end with (Temporal ApplicationError
 // types). They are stable: scripts and alerts may match on them.
 const (
-	ErrTypeInvalidInput      = "InvalidInput" // the input is wrong; nothing was changed
+	ErrTypeInvalidInput      = inputerr.Type // the input is wrong; nothing was changed
 	ErrTypeAccessDenied      = "AccessDenied"
 	ErrTypeCorruptBackup     = "CorruptBackup"
 	ErrTypeEtcdUnreachable   = "EtcdUnreachable"
