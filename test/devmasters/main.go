@@ -184,10 +184,34 @@ func watch(r *runner, c *masters.Cluster) {
 			}
 			if restored(ctx, mainCli, eventsCli) {
 				fmt.Fprintf(os.Stderr, "devmasters: %s serves the backup's data again (%s is back, %s and %s are gone)\n", c.Name, deletedKey, addedKey, addedEvent)
+				break
+			}
+		}
+		// The restore brings back the leases of the replaced masters
+		// without a lease; kopsdr's clean-up deletes them.
+		for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); {
+			if oldLeasesGone(ctx, mainCli) {
+				fmt.Fprintf(os.Stderr, "devmasters: the master leases of the replaced masters %s are gone\n", strings.Join(masters.OldMasterIPs, ", "))
+				return
+			}
+			if !sleep(ctx, time.Second) {
 				return
 			}
 		}
 	}()
+}
+
+// oldLeasesGone: main has no master lease key of masters.OldMasterIPs.
+func oldLeasesGone(ctx context.Context, cli *clientv3.Client) bool {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for _, ip := range masters.OldMasterIPs {
+		resp, err := cli.Get(ctx, masters.MasterLeaseKey(ip), clientv3.WithCountOnly())
+		if err != nil || resp.Count != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func change(ctx context.Context, mainCli, eventsCli *clientv3.Client) error {
