@@ -73,7 +73,7 @@ func (a *app) backupCmd() *cobra.Command {
 				return fmt.Errorf("start backup: %w", err)
 			}
 			if !wait {
-				return a.started(run)
+				return a.started(cmd, run, false)
 			}
 			var res api.EtcdBackupResult
 			if err := follow(cmd.Context(), c, run, &res, cmd.ErrOrStderr()); err != nil {

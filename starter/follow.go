@@ -88,7 +88,7 @@ func (p *progress) line(ctx context.Context, c client.Client, id, runID string) 
 		return strings.Join(parts, " | ")
 	}
 	for _, pa := range desc.GetPendingActivities() {
-		s := pa.GetActivityType().GetName()
+		s := pa.GetActivityType().GetName() + " #" + pa.GetActivityId()
 		if n := pa.GetAttempt(); n > 1 {
 			s += fmt.Sprintf(" (attempt %d)", n)
 		}
@@ -115,7 +115,14 @@ func (p *progress) describe(detail any) string {
 		return d
 	case float64: // bytes read so far (verification)
 		n = int64(d)
-	case map[string]any: // an upload: {"rawBytes", "gzipBytes", "totalBytes"}
+	case map[string]any:
+		if st, ok := d["state"].(string); ok { // a wait: {"state", ...}
+			return st
+		}
+		if _, ok := d["rawBytes"]; !ok {
+			return compact(d)
+		}
+		// an upload: {"rawBytes", "gzipBytes", "totalBytes"}
 		raw, _ := d["rawBytes"].(float64)
 		gz, _ := d["gzipBytes"].(float64)
 		total, _ := d["totalBytes"].(float64)

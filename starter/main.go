@@ -157,21 +157,31 @@ func (a *app) print(v any, text func(w io.Writer)) error {
 }
 
 // started is what a command prints when it starts a workflow and does not
-// follow it.
-func (a *app) started(run client.WorkflowRun, extra ...string) error {
-	return a.print(map[string]string{"workflowId": run.GetID(), "runId": run.GetRunID()}, func(w io.Writer) {
-		fmt.Fprintf(w, "started %s\n  follow:  kopsdr status %s --follow\n", run.GetID(), run.GetID())
-		for _, e := range extra {
-			fmt.Fprintln(w, "  "+e)
+// follow it: the commands to follow and decide it, with this command's
+// connection flags so that they reach the same Temporal.
+func (a *app) started(cmd *cobra.Command, run client.WorkflowRun, decide bool) error {
+	id, conn := run.GetID(), connFlags(cmd)
+	return a.print(map[string]string{"workflowId": id, "runId": run.GetRunID()}, func(w io.Writer) {
+		fmt.Fprintf(w, "started %s\n  follow:  kopsdr status %s --follow%s\n", id, id, conn)
+		if decide {
+			fmt.Fprintln(w, "  approve: "+approveHint(cmd, id))
 		}
 	})
 }
 
-// quoteAll is a list of values for messages.
-func quoteAll(vs []string) string {
-	q := make([]string, len(vs))
-	for i, v := range vs {
-		q[i] = fmt.Sprintf("%q", v)
+// approveHint says how to decide a restore that waits for approval.
+func approveHint(cmd *cobra.Command, id string) string {
+	conn := connFlags(cmd)
+	return fmt.Sprintf("read the plan (kopsdr status %s%s), then kopsdr approve %s%s (or reject)", id, conn, id, conn)
+}
+
+// connFlags repeats the Temporal connection flags given on the command line.
+func connFlags(cmd *cobra.Command) string {
+	var b strings.Builder
+	for _, name := range []string{"address", "namespace"} {
+		if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
+			fmt.Fprintf(&b, " --%s %s", name, f.Value.String())
+		}
 	}
-	return strings.Join(q, ", ")
+	return b.String()
 }

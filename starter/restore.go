@@ -94,13 +94,10 @@ repeat it for every master. Or find the masters in EC2 with --discover-region an
 				return err
 			}
 			if !wait {
-				if in.Approve || in.DryRun {
-					return a.started(run)
-				}
-				return a.started(run, fmt.Sprintf("approve: kopsdr approve %s   (or reject) once you have read the plan (kopsdr status %s)", run.GetID(), run.GetID()))
+				return a.started(cmd, run, !in.Approve && !in.DryRun)
 			}
 			if !in.DryRun && !in.Approve {
-				fmt.Fprintf(cmd.ErrOrStderr(), "waiting for approval: read the plan (kopsdr status %s), then kopsdr approve %s (or reject)\n", run.GetID(), run.GetID())
+				fmt.Fprintln(cmd.ErrOrStderr(), "waiting for approval: "+approveHint(cmd, run.GetID()))
 			}
 			var res api.EtcdManagerRestoreResult
 			if err := follow(cmd.Context(), c, run, &res, cmd.ErrOrStderr()); err != nil {
@@ -203,6 +200,13 @@ func printRestoreResult(w io.Writer, res api.EtcdManagerRestoreResult) {
 	}
 	printRestorePlan(w, res.Plan)
 	printDecision(w, res.Approval)
+	printRestoreOutcome(w, res)
+	printSteps(w, res.Steps)
+}
+
+// printRestoreOutcome is what a restore did: safety backups, the restored
+// clusters, the restarts and the leases deleted.
+func printRestoreOutcome(w io.Writer, res api.EtcdManagerRestoreResult) {
 	for _, ec := range sortedKeys(res.SafetyBackups) {
 		fmt.Fprintf(w, "  safety backup of %s: %s\n", ec, res.SafetyBackups[ec])
 	}
@@ -211,12 +215,11 @@ func printRestoreResult(w io.Writer, res api.EtcdManagerRestoreResult) {
 		fmt.Fprintf(w, "  %s: cluster %x, %d members, %d keys at revision %d\n", ec, r.ClusterID, r.Members, r.Keys, r.Revision)
 	}
 	for _, r := range res.Restarts {
-		fmt.Fprintf(w, "  restart %s: %s -> %s\n", r.Action, r.Before, r.After)
+		fmt.Fprintf(w, "  restart %s/%s %s: %s -> %s\n", r.Master, r.EtcdCluster, r.Action, r.Before, r.After)
 	}
 	if len(res.LeasesDeleted) > 0 {
 		fmt.Fprintf(w, "  master leases deleted: %s\n", strings.Join(res.LeasesDeleted, ", "))
 	}
-	printSteps(w, res.Steps)
 }
 
 func printRestorePlan(w io.Writer, p api.RestorePlan) {
@@ -245,10 +248,10 @@ func printDecision(w io.Writer, d *api.Decision) {
 func printSteps(w io.Writer, steps []api.StepTime) {
 	for _, s := range steps {
 		if s.Ended.IsZero() {
-			fmt.Fprintf(w, "  step %-26s running since %s\n", s.Step, s.Started.Format(time.RFC3339))
+			fmt.Fprintf(w, "  step %-30s running since %s\n", s.Step, s.Started.Format(time.RFC3339))
 			continue
 		}
-		fmt.Fprintf(w, "  step %-26s %7.1fs\n", s.Step, s.Ended.Sub(s.Started).Seconds())
+		fmt.Fprintf(w, "  step %-30s %7.1fs\n", s.Step, s.Ended.Sub(s.Started).Seconds())
 	}
 }
 

@@ -19,6 +19,7 @@ type statusView struct {
 	Type       string `json:"type"`
 	State      string `json:"state"`
 	Status     any    `json:"status,omitempty"`
+	Result     any    `json:"result,omitempty"` // once completed
 	Failure    string `json:"failure,omitempty"`
 }
 
@@ -35,6 +36,21 @@ func newStatus(workflowType string) any {
 		return &api.VolumeRestoreReport{}
 	}
 	return &map[string]any{}
+}
+
+// newResult is the zero value of each workflow type's result.
+func newResult(workflowType string) any {
+	switch workflowType {
+	case api.WorkflowEtcdBackup:
+		return &api.EtcdBackupResult{}
+	case api.WorkflowClusterBackup:
+		return &api.ClusterBackupResult{}
+	case api.WorkflowEtcdManagerRestore:
+		return &api.EtcdManagerRestoreResult{}
+	case api.WorkflowVolumeSnapshot:
+		return &api.VolumeSnapshotResult{}
+	}
+	return nil // the volume restore's result is its status
 }
 
 func (a *app) statusCmd() *cobra.Command {
@@ -79,6 +95,11 @@ unreachable). --follow shows progress until it ends.`,
 				v.Status = st
 			}
 			var failure error
+			if res := newResult(v.Type); res != nil && info.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+				if c.GetWorkflow(cmd.Context(), id, "").Get(cmd.Context(), res) == nil {
+					v.Result = res
+				}
+			}
 			if info.GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING && info.GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
 				failure = c.GetWorkflow(cmd.Context(), id, "").Get(cmd.Context(), nil)
 				if failure != nil {
@@ -142,6 +163,29 @@ func (v statusView) text(w io.Writer) {
 		if v.Failure != "" {
 			fmt.Fprintf(w, "  error: %s\n", v.Failure)
 		}
+	}
+	switch res := v.Result.(type) {
+	case *api.EtcdManagerRestoreResult:
+		fmt.Fprintln(w, "  result:")
+		printRestoreOutcome(w, *res)
+	case *api.EtcdBackupResult:
+		printBackupResult(w, *res)
+	case *api.ClusterBackupResult:
+		for _, r := range []*api.EtcdBackupResult{res.Main, res.Events} {
+			if r != nil {
+				printBackupResult(w, *r)
+			}
+		}
+	case *api.VolumeSnapshotResult:
+		fmt.Fprintf(w, "  result: set %s, %d snapshots\n", res.Set, len(res.Snapshots))
+	}
+}
+
+func printBackupResult(w io.Writer, r api.EtcdBackupResult) {
+	fmt.Fprintf(w, "  result: %s backup %s in %s, %.1f MiB (%.1f MiB of snapshot), revision %d, etcd %s; pruned %d\n",
+		r.EtcdCluster, r.Backup, r.Store, float64(r.Bytes)/(1<<20), float64(r.RawBytes)/(1<<20), r.Revision, r.EtcdVersion, len(r.Pruned))
+	if r.RetentionRule != "" {
+		fmt.Fprintf(w, "  retention: %s\n", r.RetentionRule)
 	}
 }
 

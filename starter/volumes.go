@@ -104,7 +104,7 @@ the newest completed set is never deleted. Runs on the worker with its AWS crede
 				return fmt.Errorf("start volume snapshots: %w", err)
 			}
 			if !wait {
-				return a.started(run)
+				return a.started(cmd, run, false)
 			}
 			var res api.VolumeSnapshotResult
 			if err := follow(cmd.Context(), c, run, &res, cmd.ErrOrStderr()); err != nil {
@@ -189,13 +189,10 @@ etcd cluster on data from different times (--allow-mixed-times).`,
 				return err
 			}
 			if !wait && !in.DryRun {
-				if in.Approve {
-					return a.started(run)
-				}
-				return a.started(run, fmt.Sprintf("approve: kopsdr approve %s   (or reject) once you have read the plan (kopsdr status %s)", run.GetID(), run.GetID()))
+				return a.started(cmd, run, !in.Approve)
 			}
 			if !in.DryRun && !in.Approve {
-				fmt.Fprintf(cmd.ErrOrStderr(), "waiting for approval: read the plan (kopsdr status %s), then kopsdr approve %s (or reject)\n", run.GetID(), run.GetID())
+				fmt.Fprintln(cmd.ErrOrStderr(), "waiting for approval: "+approveHint(cmd, run.GetID()))
 			}
 			var rep api.VolumeRestoreReport
 			if err := follow(cmd.Context(), c, run, &rep, cmd.ErrOrStderr()); err != nil {
