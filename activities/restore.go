@@ -399,6 +399,12 @@ func (a *Restore) RestartEtcdManagers(ctx context.Context, in RestartInput) (Res
 	}
 	out := make(chan outcome)
 	n := 0
+	if len(in.Baselines) > 0 {
+		// Every Replace lists and inspects first (the slow part under
+		// load), then all kill together: a worker dying mid-way must not
+		// spread the kills over two attempts.
+		ctx = restart.WithKillGate(ctx, restart.NewKillGate(len(in.Targets)*len(in.EtcdClusters)))
+	}
 	for _, t := range in.Targets {
 		for _, ec := range in.EtcdClusters {
 			var (

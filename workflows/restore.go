@@ -327,8 +327,10 @@ func (r *restoreRun) restartAll(ctx workflow.Context) error {
 		StartToCloseTimeout: 5 * time.Minute,
 		// Short, so a worker that died mid-restart is noticed quickly and
 		// the retry restarts what is left while etcd-manager still waits
-		// for its peers.
-		HeartbeatTimeout: 10 * time.Second,
+		// for its peers (20-35 s). A heartbeat late under load only starts
+		// a second attempt beside the first, which is safe: both prove
+		// against the same baseline and never kill a proven replacement.
+		HeartbeatTimeout: 6 * time.Second,
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumAttempts: 5,
 			NonRetryableErrorTypes: []string{activities.ErrTypeInvalidInput, activities.ErrTypePreflight}},
 	})

@@ -331,6 +331,10 @@ func (r *dockerRestarter) Restart(ctx context.Context, t Target, etcdCluster str
 }
 
 func (r *dockerRestarter) Replace(ctx context.Context, t Target, etcdCluster string, baseline []Container) (Restarted, error) {
+	// Whatever happens, this call arrives at the kill gate once, so that
+	// the other calls never wait for it in vain.
+	arrive, waitGate := gateOf(ctx)
+	defer arrive()
 	if err := checkNames(etcdCluster, t.Master); err != nil {
 		return Restarted{}, err
 	}
@@ -361,6 +365,9 @@ func (r *dockerRestarter) Replace(ctx context.Context, t Target, etcdCluster str
 			res.After, res.Action, res.Proof = running[0].Container, ActionAlreadyRestarted, proof
 			return res, nil
 		}
+	}
+	if err := waitGate(); err != nil {
+		return res, err
 	}
 	return r.awaitReplaced(ctx, s, prefix, res, baseline, cs)
 }

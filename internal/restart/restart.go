@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/kopsdr/kopsdr/internal/inputerr"
@@ -188,4 +189,66 @@ func checkNames(etcdCluster, master string) error {
 			"use the master's Kubernetes node name as kubectl get nodes shows it (e.g. ip-10-0-1-10.ec2.internal), or leave it empty")
 	}
 	return nil
+}
+
+// KillGate lines up the kills of several Replace calls: each call arrives
+// once it knows what to kill (or that it kills nothing), and none kills
+// before all have arrived. A restore's restarts must land together: a
+// worker that dies between two kills spreads them over two attempts, and
+// a peer restarted after etcd-manager's leader has restored is not
+// re-added. With the gate, the kills go out within moments of each other,
+// after the slow part (listing and inspecting containers) is done
+// everywhere.
+type KillGate struct {
+	mu   sync.Mutex
+	left int
+	done chan struct{}
+}
+
+// NewKillGate expects n calls.
+func NewKillGate(n int) *KillGate {
+	g := &KillGate{left: n, done: make(chan struct{})}
+	if n <= 0 {
+		close(g.done)
+	}
+	return g
+}
+
+func (g *KillGate) arrive() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.left > 0 {
+		g.left--
+		if g.left == 0 {
+			close(g.done)
+		}
+	}
+}
+
+// wait returns when every call has arrived, or ctx ends.
+func (g *KillGate) wait(ctx context.Context) error {
+	select {
+	case <-g.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type killGateKey struct{}
+
+// WithKillGate makes Replace calls under ctx arrive at g before they kill.
+func WithKillGate(ctx context.Context, g *KillGate) context.Context {
+	return context.WithValue(ctx, killGateKey{}, g)
+}
+
+// gateOf returns ctx's gate as arrive (once) and wait functions; without a
+// gate both do nothing.
+func gateOf(ctx context.Context) (arrive func(), wait func() error) {
+	g, _ := ctx.Value(killGateKey{}).(*KillGate)
+	if g == nil {
+		return func() {}, func() error { return nil }
+	}
+	var once sync.Once
+	return func() { once.Do(g.arrive) }, func() error { once.Do(g.arrive); return g.wait(ctx) }
 }
