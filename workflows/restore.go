@@ -283,7 +283,7 @@ func (r *restoreRun) safetyBackup(ctx workflow.Context, pre activities.Preflight
 			continue
 		}
 		e := r.etcd[c.EtcdCluster]
-		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{WorkflowID: id + "/safety-backup/" + c.EtcdCluster})
+		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{WorkflowID: api.SafetyBackupWorkflowID(id, c.EtcdCluster)})
 		futures[c.EtcdCluster] = workflow.ExecuteChildWorkflow(cctx, EtcdBackup, EtcdBackupInput{
 			Cluster: r.in.Cluster, EtcdCluster: c.EtcdCluster, BackupStore: c.Store, Endpoints: e.Endpoints,
 			BackupOptions: BackupOptions{CACert: e.CACert, Cert: e.Cert, Key: e.Key, NoPrune: true, MaxAttempts: 3},

@@ -197,15 +197,3 @@ func quoteList(vs []string) string {
 	}
 	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
 }
-
-// prefix makes a nested input's field name point at where it is in the
-// parent's input ("endpoints" becomes "main.endpoints").
-func prefix(err error, p string) error {
-	ie, ok := inputerr.As(err)
-	if !ok || strings.HasPrefix(ie.Field, p+".") {
-		return err
-	}
-	c := *ie
-	c.Field = p + "." + ie.Field
-	return &c
-}
