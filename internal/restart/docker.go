@@ -94,6 +94,19 @@ func (r *dockerRestarter) connect(t Target) (*session, error) {
 
 func (s *session) close() { s.cli.Close() }
 
+// open checks the names and connects to t's daemon for one etcd cluster's
+// containers, returning the session and their name prefix.
+func (r *dockerRestarter) open(t Target, etcdCluster string) (*session, string, error) {
+	if err := checkNames(etcdCluster, t.Master); err != nil {
+		return nil, "", err
+	}
+	s, err := r.connect(t)
+	if err != nil {
+		return nil, "", err
+	}
+	return s, NamePrefix(etcdCluster, t.Master), nil
+}
+
 // Validate checks a Target without contacting it, reading the TLS files, so
 // bad input is reported as such (no retry fixes it) and not as an
 // unreachable daemon. Errors are *inputerr.Error on dockerEndpoint,
@@ -152,15 +165,12 @@ type found struct {
 }
 
 func (r *dockerRestarter) Find(ctx context.Context, t Target, etcdCluster string) ([]Container, error) {
-	if err := checkNames(etcdCluster, t.Master); err != nil {
-		return nil, err
-	}
-	s, err := r.connect(t)
+	s, prefix, err := r.open(t, etcdCluster)
 	if err != nil {
 		return nil, err
 	}
 	defer s.close()
-	fs, err := s.find(ctx, NamePrefix(etcdCluster, t.Master))
+	fs, err := s.find(ctx, prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -269,15 +279,11 @@ func (s *session) notFound(ctx context.Context, prefix string) error {
 }
 
 func (r *dockerRestarter) Restart(ctx context.Context, t Target, etcdCluster string, since time.Time) (Restarted, error) {
-	if err := checkNames(etcdCluster, t.Master); err != nil {
-		return Restarted{}, err
-	}
-	s, err := r.connect(t)
+	s, prefix, err := r.open(t, etcdCluster)
 	if err != nil {
 		return Restarted{}, err
 	}
 	defer s.close()
-	prefix := NamePrefix(etcdCluster, t.Master)
 
 	offset, uncertainty, err := s.clockOffset(ctx)
 	if err != nil {
@@ -335,15 +341,11 @@ func (r *dockerRestarter) Replace(ctx context.Context, t Target, etcdCluster str
 	// the other calls never wait for it in vain.
 	arrive, waitGate := gateOf(ctx)
 	defer arrive()
-	if err := checkNames(etcdCluster, t.Master); err != nil {
-		return Restarted{}, err
-	}
-	s, err := r.connect(t)
+	s, prefix, err := r.open(t, etcdCluster)
 	if err != nil {
 		return Restarted{}, err
 	}
 	defer s.close()
-	prefix := NamePrefix(etcdCluster, t.Master)
 	res := Restarted{Master: t.Master, EtcdCluster: etcdCluster, Before: baselineBefore(baseline)}
 
 	cs, err := s.find(ctx, prefix)
@@ -605,18 +607,14 @@ func (s *session) clockOffset(ctx context.Context) (offset, uncertainty time.Dur
 }
 
 func (r *dockerRestarter) LogTail(ctx context.Context, t Target, etcdCluster string, lines int) (string, error) {
-	if err := checkNames(etcdCluster, t.Master); err != nil {
-		return "", err
-	}
 	if lines <= 0 {
 		lines = DefaultLogLines
 	}
-	s, err := r.connect(t)
+	s, prefix, err := r.open(t, etcdCluster)
 	if err != nil {
 		return "", err
 	}
 	defer s.close()
-	prefix := NamePrefix(etcdCluster, t.Master)
 	cs, err := s.find(ctx, prefix)
 	if err != nil {
 		return "", err
