@@ -69,6 +69,7 @@ func ended(ctx context.Context, c client.Client, id string, err error) error {
 type progress struct {
 	bytes int64
 	at    time.Time
+	clock func() time.Time // time.Now; a test sets its own
 }
 
 // line describes what a workflow is doing now: its status query's step and
@@ -140,6 +141,9 @@ func (p *progress) describe(detail any) string {
 
 func (p *progress) rate(n int64) string {
 	now := time.Now()
+	if p.clock != nil {
+		now = p.clock()
+	}
 	defer func() { p.bytes, p.at = n, now }()
 	if p.at.IsZero() || n <= p.bytes {
 		return ""
