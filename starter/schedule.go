@@ -55,7 +55,10 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 			id := api.BackupScheduleID(in.Cluster)
 			action := &client.ScheduleWorkflowAction{ID: id, Workflow: api.WorkflowClusterBackup, Args: []any{in}, TaskQueue: api.TaskQueue}
 			if vs.enabled {
-				vin := vs.input(cmd, in.Cluster)
+				vin, err := vs.input(cmd, in.Cluster)
+				if err != nil {
+					return err
+				}
 				if err := vin.Validate(); err != nil {
 					return err
 				}

@@ -34,14 +34,14 @@ func (f *volumeRetentionFlags) bind(cmd *cobra.Command, prefix string) {
 
 // retention holds what was given on the command line, so that Validate
 // sees (and refuses) zero or negative values.
-func (f *volumeRetentionFlags) retention(cmd *cobra.Command) *api.VolumeRetention {
+func (f *volumeRetentionFlags) retention(cmd *cobra.Command) (*api.VolumeRetention, error) {
 	var r api.VolumeRetention
 	set := false
 	if cmd.Flags().Changed(f.prefix + "keep-last") {
-		r.KeepLast, set = f.keepLast, true
-		if f.keepLast == 0 {
-			r.KeepLast = -1 // "keep none" is not a policy: let Validate say so
+		if f.keepLast == 0 { // in JSON 0 means the default; typed, it means keep none
+			return nil, badFlag(f.prefix+"keep-last", "0", "give how many of the newest sets to keep, at least 1, e.g. 3")
 		}
+		r.KeepLast, set = f.keepLast, true
 	}
 	if cmd.Flags().Changed(f.prefix + "hourly-for") {
 		r.HourlyFor, set = f.hourlyFor.String(), true
@@ -50,9 +50,9 @@ func (f *volumeRetentionFlags) retention(cmd *cobra.Command) *api.VolumeRetentio
 		r.DailyFor, set = f.dailyFor.String(), true
 	}
 	if !set {
-		return nil
+		return nil, nil
 	}
-	return &r
+	return &r, nil
 }
 
 // durationFlag copies a typed duration flag into a JSON input field when
@@ -86,7 +86,10 @@ the newest completed set is never deleted. Runs on the worker with its AWS crede
   kopsdr snapshot-volumes --cluster k8s.mycompany.tld --region eu-central-1 --keep-last 24 --prune-dry-run --wait`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			in.Retention = rf.retention(cmd)
+			var err error
+			if in.Retention, err = rf.retention(cmd); err != nil {
+				return err
+			}
 			durationFlag(cmd, "wait-timeout", waitTimeout, &in.WaitTimeout)
 			if err := in.Validate(); err != nil {
 				return err
@@ -326,8 +329,9 @@ func (a *app) volumeScheduleFlags(cmd *cobra.Command) *volumeSchedule {
 }
 
 // input is the VolumeSnapshot input the schedule runs.
-func (v *volumeSchedule) input(cmd *cobra.Command, cluster string) api.VolumeSnapshotInput {
+func (v *volumeSchedule) input(cmd *cobra.Command, cluster string) (api.VolumeSnapshotInput, error) {
 	in := v.in
-	in.Cluster, in.Retention = cluster, v.rf.retention(cmd)
-	return in
+	r, err := v.rf.retention(cmd)
+	in.Cluster, in.Retention = cluster, r
+	return in, err
 }
