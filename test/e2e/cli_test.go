@@ -100,6 +100,21 @@ func TestScheduleFiresAndBacksUp(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(cli("schedule", "describe", k.name, "-o", "json")), &desc))
 	require.GreaterOrEqual(t, desc.Actions, int64(1))
 	require.Contains(t, cli("schedule", "list"), "backup/"+k.name)
+	// describe says how each recent run ended; the first one completes.
+	var runs struct {
+		Recent []struct {
+			WorkflowID string `json:"workflowId"`
+			Outcome    string `json:"outcome"`
+		} `json:"recent"`
+	}
+	require.Eventually(t, func() bool {
+		require.NoError(t, json.Unmarshal([]byte(cli("schedule", "describe", k.name, "-o", "json")), &runs))
+		return len(runs.Recent) > 0 && runs.Recent[0].Outcome == "completed"
+	}, time.Minute, 500*time.Millisecond, "the first scheduled backup completes: %+v", runs.Recent)
+	// A backup that read its retention from the state store (a version
+	// marker in its history), for the replay tests.
+	stack.RecordHistory(t, ctx, tp.Client, runs.Recent[0].WorkflowID, "", "scheduled-cluster-backup")
+	stack.RecordHistory(t, ctx, tp.Client, runs.Recent[0].WorkflowID+"/main", "", "scheduled-etcd-backup")
 
 	cli("schedule", "pause", k.name, "--note", "maintenance")
 	require.NoError(t, json.Unmarshal([]byte(cli("schedule", "describe", k.name, "-o", "json")), &desc))

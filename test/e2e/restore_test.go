@@ -316,4 +316,8 @@ func TestEtcdManagerRestoreTimeoutShowsLogs(t *testing.T) {
 		require.Contains(t, err.Error(), m.Node+" etcd-manager-main (last lines)")
 	}
 	require.Contains(t, err.Error(), "serving the old data", "the log tail is the stand-in's own log")
+	// The command is still queued, and the error says so and how to withdraw it.
+	require.Contains(t, err.Error(), "still queued")
+	require.Contains(t, err.Error(), "kopsdr restore withdraw")
+	stack.RecordHistory(t, ctx, f.tp.Client, api.RestoreWorkflowID(f.c.Name), "", "etcd-manager-restore-timed-out")
 }
