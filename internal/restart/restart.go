@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kopsdr/kopsdr/internal/inputerr"
+	"github.com/kopsdr/kopsdr/internal/sshdial"
 )
 
 // Target is one master's container runtime.
@@ -34,6 +35,37 @@ type Target struct {
 	TLSCA   string `json:"tlsCA,omitempty"`
 	TLSCert string `json:"tlsCert,omitempty"`
 	TLSKey  string `json:"tlsKey,omitempty"`
+
+	// Runtime is how this master's etcd-manager is restarted: RuntimeDocker
+	// (also when empty, as in histories older than the field),
+	// RuntimeContainerd or RuntimeReboot.
+	Runtime string `json:"runtime,omitempty"`
+	// SSH reaches a containerd master: Endpoint (unix:///run/containerd/
+	// containerd.sock by default) is then a socket on the master, forwarded
+	// over SSH. Without SSH a containerd Endpoint is dialled on the worker.
+	SSH *sshdial.Config `json:"ssh,omitempty"`
+	// InstanceID and Region name the master's EC2 instance, for
+	// RuntimeReboot.
+	InstanceID string `json:"instanceId,omitempty"`
+	Region     string `json:"region,omitempty"`
+}
+
+// Runtimes a master's etcd-manager can be restarted through.
+const (
+	RuntimeDocker     = "docker"
+	RuntimeContainerd = "containerd"
+	RuntimeReboot     = "reboot"
+)
+
+// DefaultContainerdSocket is where kops masters' containerd listens.
+const DefaultContainerdSocket = "unix:///run/containerd/containerd.sock"
+
+// RuntimeOf is t's runtime, RuntimeDocker when unset.
+func (t Target) RuntimeOf() string {
+	if t.Runtime == "" {
+		return RuntimeDocker
+	}
+	return t.Runtime
 }
 
 // Name is how messages and status name the master: its node name, or its

@@ -1,0 +1,27 @@
+// Package sshdial reaches a socket on a kops master over SSH: it opens an
+// SSH connection (optionally through a jump host, the kops bastion) and
+// forwards connections to a unix socket on the master, as OpenSSH's
+// streamlocal forwarding (ssh -L local:/run/containerd/containerd.sock)
+// does. Host keys are always verified against a known_hosts file.
+package sshdial
+
+// Config says how to reach one master. It holds paths, never key
+// material, because it travels in workflow inputs and history.
+type Config struct {
+	// Address is the master's sshd, host:port (port 22 when omitted).
+	Address string `json:"address"`
+	// User logs in; default DefaultUser (kops's default Ubuntu images).
+	User string `json:"user,omitempty"`
+	// KeyFile is a private key file on the worker. Empty: use the SSH
+	// agent at $SSH_AUTH_SOCK.
+	KeyFile string `json:"keyFile,omitempty"`
+	// KnownHosts is the known_hosts file on the worker that must hold the
+	// master's (and the jump host's) key; default ~/.ssh/known_hosts.
+	KnownHosts string `json:"knownHosts,omitempty"`
+	// Jump is an optional jump host, [user@]host[:port] (the kops
+	// bastion); it uses the same key and known_hosts.
+	Jump string `json:"jump,omitempty"`
+}
+
+// DefaultUser is the login user of kops's default images (Ubuntu).
+const DefaultUser = "ubuntu"
