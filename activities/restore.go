@@ -22,7 +22,6 @@ import (
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/internal/inputerr"
-	"github.com/kopsdr/kopsdr/internal/kops"
 	"github.com/kopsdr/kopsdr/internal/leases"
 	"github.com/kopsdr/kopsdr/internal/restart"
 	"github.com/kopsdr/kopsdr/internal/snapshot"
@@ -740,48 +739,3 @@ func (a *Restore) CleanMasterLeases(ctx context.Context, in LeaseInput) (LeaseRe
 	return res, etcdErr(in.Etcd, err)
 }
 
-// DiscoverInput finds the masters from EC2.
-type DiscoverInput struct {
-	Cluster  string `json:"cluster"`
-	Region   string `json:"region"`
-	Template string `json:"dockerEndpointTemplate"`
-	TLSCA    string `json:"tlsCA,omitempty"`
-	TLSCert  string `json:"tlsCert,omitempty"`
-	TLSKey   string `json:"tlsKey,omitempty"`
-}
-
-// DiscoveredMaster is a running master and how to reach its Docker.
-type DiscoveredMaster struct {
-	Target restart.Target `json:"target"`
-	IP     string         `json:"ip"`
-}
-
-// DiscoverMasters lists the running instances kops tagged as the cluster's
-// masters (kops.FindMasters, the one finder) and renders each one's Docker
-// endpoint.
-func (a *Restore) DiscoverMasters(ctx context.Context, in DiscoverInput) ([]DiscoveredMaster, error) {
-	c, err := kops.NewEC2Client(ctx, in.Region, "")
-	if err != nil {
-		return nil, nonRetryable(err)
-	}
-	ms, err := kops.FindMasters(ctx, c, in.Cluster, kops.Running)
-	if _, bad := inputerr.As(err); bad {
-		return nil, nonRetryable(err)
-	} else if err != nil {
-		return nil, ec2Err("find the masters of "+in.Cluster, err)
-	}
-	if len(ms) == 0 {
-		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
-			"no running EC2 instance in %s is tagged as a master of %s", in.Region, in.Cluster), ErrTypePreflight, nil)
-	}
-	targets, err := dockerTargets(ms, in.Template)
-	if err != nil {
-		return nil, nonRetryable(err)
-	}
-	out := make([]DiscoveredMaster, len(ms))
-	for i := range ms {
-		targets[i].TLSCA, targets[i].TLSCert, targets[i].TLSKey = in.TLSCA, in.TLSCert, in.TLSKey
-		out[i] = DiscoveredMaster{Target: targets[i], IP: ms[i].PrivateIP}
-	}
-	return out, nil
-}

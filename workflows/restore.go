@@ -1,7 +1,6 @@
 package workflows
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"net/url"
@@ -102,10 +101,7 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 	if r.in.Discover != nil {
 		done := r.step(ctx, "discover masters")
 		var found []activities.DiscoveredMaster
-		if err := workflow.ExecuteActivity(actx, a.DiscoverMasters, activities.DiscoverInput{
-			Cluster: r.in.Cluster, Region: r.in.Discover.Region, Template: cmp.Or(r.in.Discover.DockerEndpointTemplate, api.DefaultDockerEndpointTemplate),
-			TLSCA: r.in.Discover.TLSCA, TLSCert: r.in.Discover.TLSCert, TLSKey: r.in.Discover.TLSKey,
-		}).Get(ctx, &found); err != nil {
+		if err := workflow.ExecuteActivity(actx, a.DiscoverMasters, discoverInput(r.in)).Get(ctx, &found); err != nil {
 			return nil, err
 		}
 		for _, m := range found {
@@ -411,7 +407,7 @@ func (r *restoreRun) resolve(ctx workflow.Context) error {
 		r.etcd[ec] = etcdconn.Config{Endpoints: t.Endpoints, CACert: in.CACert, Cert: in.Cert, Key: in.Key}
 	}
 	for _, m := range in.Masters {
-		r.targets = append(r.targets, restart.Target{Master: m.Name, Endpoint: m.Docker, TLSCA: m.TLSCA, TLSCert: m.TLSCert, TLSKey: m.TLSKey})
+		r.targets = append(r.targets, masterTarget(in, m))
 		r.targetIPs = append(r.targetIPs, m.IP)
 		if m.IP != "" && len(in.LiveMasterIPs) == 0 {
 			r.live = append(r.live, m.IP)

@@ -54,6 +54,10 @@ type Manager struct {
 type Spec struct {
 	ClusterName  string        `json:"clusterName,omitempty"` // metadata.name
 	EtcdClusters []EtcdCluster `json:"etcdClusters"`
+	// ContainerRuntime is "docker" or "containerd" when the spec says;
+	// kops leaves it empty to mean its default for the Kubernetes version.
+	ContainerRuntime  string `json:"containerRuntime,omitempty"`
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
 }
 
 // document is the YAML kops writes: a Cluster object (apiVersion

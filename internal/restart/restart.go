@@ -235,6 +235,14 @@ type KillGate struct {
 	mu   sync.Mutex
 	left int
 	done chan struct{}
+	// once holds what onceFor ran: a restart that serves several calls
+	// (one reboot for both etcd clusters of a master) is done once.
+	once map[string]*onceResult
+}
+
+type onceResult struct {
+	once sync.Once
+	err  error
 }
 
 // NewKillGate expects n calls.
@@ -283,4 +291,25 @@ func gateOf(ctx context.Context) (arrive func(), wait func() error) {
 	}
 	var once sync.Once
 	return func() { once.Do(g.arrive) }, func() error { once.Do(g.arrive); return g.wait(ctx) }
+}
+
+// onceFor runs fn once per key under ctx's kill gate, and every caller
+// gets its error; without a gate it just runs fn.
+func onceFor(ctx context.Context, key string, fn func() error) error {
+	g, _ := ctx.Value(killGateKey{}).(*KillGate)
+	if g == nil {
+		return fn()
+	}
+	g.mu.Lock()
+	if g.once == nil {
+		g.once = map[string]*onceResult{}
+	}
+	r := g.once[key]
+	if r == nil {
+		r = &onceResult{}
+		g.once[key] = r
+	}
+	g.mu.Unlock()
+	r.once.Do(func() { r.err = fn() })
+	return r.err
 }

@@ -241,8 +241,8 @@ func (s *Server) startInstances(r *request) (any, error) {
 	return s.changeStates(r, "started", map[string]string{"stopped": "pending", "pending": "", "running": ""})
 }
 
-// rebootInstances only counts: a reboot keeps the instance running, as
-// DescribeInstances shows on EC2.
+// rebootInstances counts, and tells WithRebootHook: a reboot keeps the
+// instance running, as DescribeInstances shows on EC2.
 func (s *Server) rebootInstances(r *request) (any, error) {
 	ins, err := s.lookupInstances(r)
 	if err != nil {
@@ -255,6 +255,9 @@ func (s *Server) rebootInstances(r *request) (any, error) {
 	}
 	for _, in := range ins {
 		in.Reboots++
+		if s.onReboot != nil {
+			go s.onReboot(in.ID)
+		}
 	}
 	return acknowledged(), nil
 }

@@ -36,6 +36,7 @@ type Server struct {
 	tokens    map[string]clientToken // CreateVolume ClientToken -> first call
 	faults    []*Fault
 	calls     []Call
+	onReboot  func(instanceID string)
 }
 
 // Option configures a Server.
@@ -44,6 +45,13 @@ type Option func(*Server)
 // WithRegion sets the region the server pretends to be (default us-east-1).
 // Availability zones are this name plus one letter.
 func WithRegion(region string) Option { return func(s *Server) { s.region = region } }
+
+// WithRebootHook calls fn, in a goroutine of its own, for every instance a
+// RebootInstances call reboots: a test restarts what runs "on" the
+// instance (its containers) as a reboot would.
+func WithRebootHook(fn func(instanceID string)) Option {
+	return func(s *Server) { s.onReboot = fn }
+}
 
 // WithAccountID sets the account that owns everything (default 123456789012).
 func WithAccountID(id string) Option { return func(s *Server) { s.account = id } }

@@ -2,8 +2,10 @@ package api
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -26,9 +28,16 @@ type EtcdManagerRestoreInput struct {
 	CACert string `json:"cacert,omitempty"`
 	Cert   string `json:"cert,omitempty"`
 	Key    string `json:"key,omitempty"`
-	// Masters lists each master's Docker endpoint; or Discover finds them in EC2.
+	// Masters lists each master and how to restart its etcd-manager; or
+	// Discover finds them in EC2.
 	Masters  []MasterInput  `json:"masters,omitempty"`
 	Discover *DiscoverInput `json:"discover,omitempty"`
+	// SSH is how the worker logs in to containerd masters: paths on the
+	// worker, never keys.
+	SSH *SSHInput `json:"ssh,omitempty"`
+	// Region is the masters' EC2 region, for listed masters restarted by
+	// reboot (discover has its own).
+	Region string `json:"region,omitempty"`
 	// LiveMasterIPs are the apiserver IPs whose master leases stay; default
 	// the masters' ip fields, or the discovered instances' private IPs.
 	LiveMasterIPs []string `json:"liveMasterIPs,omitempty"`
@@ -58,27 +67,87 @@ type RestoreTarget struct {
 	Endpoints   []string `json:"endpoints"`
 }
 
-// MasterInput is one master: its node name, Docker endpoint and IP.
+// MasterInput is one master: its node name, how its etcd-manager is
+// restarted, and its IP.
 type MasterInput struct {
-	Name    string `json:"name,omitempty"` // kubelet node name; narrows the container match
-	Docker  string `json:"docker"`         // unix:///var/run/docker.sock or tcp://10.0.1.10:2376
-	IP      string `json:"ip,omitempty"`   // the apiserver IP, for the lease clean-up
-	TLSCA   string `json:"tlsCA,omitempty"`
-	TLSCert string `json:"tlsCert,omitempty"`
-	TLSKey  string `json:"tlsKey,omitempty"`
+	Name string `json:"name,omitempty"` // kubelet node name; narrows the container match
+	// Runtime is docker, containerd or reboot; default docker when
+	// "docker" is given, containerd when "ssh" or "containerd" is.
+	Runtime string `json:"runtime,omitempty"`
+	Docker  string `json:"docker,omitempty"` // unix:///var/run/docker.sock or tcp://10.0.1.10:2376
+	// SSH is the master's sshd, [user@]host[:port], through which its
+	// containerd socket is reached.
+	SSH string `json:"ssh,omitempty"`
+	// Containerd is the containerd socket on the master, default
+	// unix:///run/containerd/containerd.sock. Without "ssh" it is the
+	// worker's own socket (a worker on the master, or a test).
+	Containerd string `json:"containerd,omitempty"`
+	InstanceID string `json:"instanceId,omitempty"` // the EC2 instance, for runtime reboot
+	IP         string `json:"ip,omitempty"`         // the apiserver IP, for the lease clean-up
+	TLSCA      string `json:"tlsCA,omitempty"`
+	TLSCert    string `json:"tlsCert,omitempty"`
+	TLSKey     string `json:"tlsKey,omitempty"`
 }
+
+// The runtimes through which a master's etcd-manager is restarted.
+const (
+	RuntimeDocker     = "docker"     // kill the containers through the Docker API
+	RuntimeContainerd = "containerd" // kill the tasks through containerd, over SSH
+	RuntimeReboot     = "reboot"     // reboot the EC2 instances: no host access needed
+)
+
+// RuntimeOf is the master's runtime, given or implied by its fields.
+func (m MasterInput) RuntimeOf() string {
+	switch {
+	case m.Runtime != "":
+		return m.Runtime
+	case m.Docker != "":
+		return RuntimeDocker
+	case m.SSH != "" || m.Containerd != "":
+		return RuntimeContainerd
+	case m.InstanceID != "":
+		return RuntimeReboot
+	}
+	return ""
+}
+
+// SSHInput is how the worker logs in to containerd masters (and a jump
+// host). Files are on the worker.
+type SSHInput struct {
+	User       string `json:"user,omitempty"`       // default ubuntu (kops's Ubuntu images)
+	Key        string `json:"key,omitempty"`        // private key file; default the SSH agent at $SSH_AUTH_SOCK
+	KnownHosts string `json:"knownHosts,omitempty"` // default ~/.ssh/known_hosts
+	Jump       string `json:"jump,omitempty"`       // [user@]bastion[:port], e.g. the kops bastion
+}
+
+// DefaultSSHUser is the login of kops's default (Ubuntu) images.
+const DefaultSSHUser = "ubuntu"
+
+// DefaultContainerdSocket is where a kops master's containerd listens.
+const DefaultContainerdSocket = "unix:///run/containerd/containerd.sock"
 
 // DiscoverInput finds masters as running EC2 instances tagged for the cluster.
 type DiscoverInput struct {
-	Region                 string `json:"region"`
+	Region string `json:"region"`
+	// Runtime is docker, containerd or reboot. Default: what the kops
+	// cluster spec in the state store declares (containerRuntime, else
+	// containerd from Kubernetes 1.24 on); without a spec, docker when
+	// dockerEndpointTemplate is given.
+	Runtime                string `json:"runtime,omitempty"`
 	DockerEndpointTemplate string `json:"dockerEndpointTemplate,omitempty"` // default tcp://{{.PrivateIP}}:2376
+	SSHAddressTemplate     string `json:"sshAddressTemplate,omitempty"`     // default {{.PrivateIP}}:22
+	ContainerdSocket       string `json:"containerdSocket,omitempty"`       // default unix:///run/containerd/containerd.sock
 	TLSCA                  string `json:"tlsCA,omitempty"`
 	TLSCert                string `json:"tlsCert,omitempty"`
 	TLSKey                 string `json:"tlsKey,omitempty"`
 }
 
-// DefaultDockerEndpointTemplate renders a discovered master's Docker endpoint.
-const DefaultDockerEndpointTemplate = "tcp://{{.PrivateIP}}:2376"
+// Default templates over a discovered master (fields PrivateIP, NodeName,
+// Name, InstanceID, AvailabilityZone).
+const (
+	DefaultDockerEndpointTemplate = "tcp://{{.PrivateIP}}:2376"
+	DefaultSSHAddressTemplate     = "{{.PrivateIP}}:22"
+)
 
 // RestorePlan is what the restore will do; dryRun returns it.
 type RestorePlan struct {
@@ -101,11 +170,16 @@ type PlannedBackup struct {
 	MemberCount int32  `json:"memberCount"`
 }
 
-// PlannedMaster lists the containers that will be restarted on a master.
+// PlannedMaster lists the containers that will be restarted on a master,
+// or the instance that will be rebooted.
 type PlannedMaster struct {
 	Master     string   `json:"master"`
+	Runtime    string   `json:"runtime,omitempty"`
 	Endpoint   string   `json:"endpoint"`
+	SSH        string   `json:"ssh,omitempty"`
 	Containers []string `json:"containers"`
+	// Downtime says how long etcd is expected to be down on this master.
+	Downtime string `json:"downtime,omitempty"`
 }
 
 // RestoreStatus is the "status" query of the etcd-manager restore.
@@ -240,9 +314,9 @@ func (in EtcdManagerRestoreInput) validateMasters() error {
 		return invalid("discover", in.Discover.Region, `give either "masters" or "discover", not both`)
 	}
 	if len(in.Masters) == 0 && in.Discover == nil {
-		return invalid("masters", "", `give either "masters" (each {"name", "docker", "ip"}) or "discover" ({"region", "dockerEndpointTemplate"})`)
+		return invalid("masters", "", `give either "masters" (each {"name", "docker" or "ssh", "ip"}) or "discover" ({"region"})`)
 	}
-	names, ips := map[string]bool{}, map[string]bool{}
+	names, ips, runtimes := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for i, m := range in.Masters {
 		f := fmt.Sprintf("masters[%d].", i)
 		if m.Name != "" {
@@ -254,12 +328,10 @@ func (in EtcdManagerRestoreInput) validateMasters() error {
 			}
 			names[m.Name] = true
 		}
-		if err := CheckDockerEndpoint(f+"docker", m.Docker); err != nil {
+		if err := in.checkMaster(f, m); err != nil {
 			return err
 		}
-		if err := checkTLSFiles(f, m.Docker, m.TLSCA, m.TLSCert, m.TLSKey); err != nil {
-			return err
-		}
+		runtimes[m.RuntimeOf()] = true
 		if m.IP != "" {
 			if err := CheckIP(f+"ip", m.IP); err != nil {
 				return err
@@ -270,18 +342,16 @@ func (in EtcdManagerRestoreInput) validateMasters() error {
 			ips[m.IP] = true
 		}
 	}
+	if runtimes[RuntimeReboot] && len(runtimes) > 1 {
+		return invalid("masters[].runtime", RuntimeReboot, "reboot every master or none: a master that comes back minutes after the others is not re-added by etcd-manager's leader")
+	}
 	if d := in.Discover; d != nil {
-		if err := CheckRegion("discover.region", d.Region); err != nil {
+		if err := in.checkDiscover(d); err != nil {
 			return err
 		}
-		if d.DockerEndpointTemplate != "" {
-			if _, err := template.New("docker").Option("missingkey=error").Parse(d.DockerEndpointTemplate); err != nil {
-				return invalid("discover.dockerEndpointTemplate", d.DockerEndpointTemplate, "write a Go template such as "+DefaultDockerEndpointTemplate)
-			}
-		}
-		if err := checkTLSFiles("discover.", "tcp://", d.TLSCA, d.TLSCert, d.TLSKey); err != nil {
-			return err
-		}
+	}
+	if err := in.checkSSH(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for _, ip := range in.LiveMasterIPs {
@@ -295,6 +365,156 @@ func (in EtcdManagerRestoreInput) validateMasters() error {
 	}
 	if in.CleansLeases() && in.Discover == nil && len(in.LiveMasterIPs) == 0 && len(ips) == 0 {
 		return invalid("liveMasterIPs", "", `list the live masters' IPs (or give each master an "ip"), or set "noLeaseCleanup": true`)
+	}
+	return nil
+}
+
+// checkMaster checks that a listed master has what its runtime needs, and
+// nothing another runtime would use (a mix-up shows at once).
+func (in EtcdManagerRestoreInput) checkMaster(f string, m MasterInput) error {
+	rt := m.RuntimeOf()
+	switch rt {
+	case "":
+		return invalid(f+"docker", "", `say how to restart this master's etcd-manager: "docker" (its Docker endpoint), "ssh" (its sshd, for containerd) or "runtime": "reboot" with its "instanceId"`)
+	}
+	if _, err := oneOf(f+"runtime", rt, "", RuntimeDocker, RuntimeContainerd, RuntimeReboot); err != nil {
+		return err
+	}
+	if rt != RuntimeDocker {
+		if m.Docker != "" {
+			return invalid(f+"docker", m.Docker, fmt.Sprintf("a %s master has no Docker endpoint: drop docker, or set runtime docker", rt))
+		}
+		if m.TLSCA != "" || m.TLSCert != "" || m.TLSKey != "" {
+			return invalid(f+"tlsCA", m.TLSCA, "Docker TLS files go with runtime docker only")
+		}
+	}
+	if rt != RuntimeContainerd && (m.SSH != "" || m.Containerd != "") {
+		return invalid(f+"ssh", m.SSH+m.Containerd, fmt.Sprintf("ssh and containerd go with runtime containerd, not %s", rt))
+	}
+	if rt != RuntimeReboot && m.InstanceID != "" {
+		return invalid(f+"instanceId", m.InstanceID, fmt.Sprintf("instanceId goes with runtime reboot, not %s", rt))
+	}
+	switch rt {
+	case RuntimeDocker:
+		if err := CheckDockerEndpoint(f+"docker", m.Docker); err != nil {
+			return err
+		}
+		return checkTLSFiles(f, m.Docker, m.TLSCA, m.TLSCert, m.TLSKey)
+	case RuntimeContainerd:
+		if m.SSH != "" {
+			if err := CheckSSHAddress(f+"ssh", m.SSH); err != nil {
+				return err
+			}
+		}
+		if m.Containerd != "" {
+			return CheckUnixSocket(f+"containerd", m.Containerd)
+		}
+		if m.SSH == "" {
+			return invalid(f+"ssh", "", "give the master's sshd as [user@]host[:port], through which kopsdr reaches its containerd socket")
+		}
+	case RuntimeReboot:
+		if !instanceID.MatchString(m.InstanceID) {
+			return invalid(f+"instanceId", m.InstanceID, "give the master's EC2 instance id, e.g. i-0123456789abcdef0")
+		}
+		if in.Region == "" {
+			return invalid("region", "", "rebooting listed masters needs their EC2 region, e.g. us-east-1")
+		}
+		return CheckRegion("region", in.Region)
+	}
+	return nil
+}
+
+func (in EtcdManagerRestoreInput) checkDiscover(d *DiscoverInput) error {
+	if err := CheckRegion("discover.region", d.Region); err != nil {
+		return err
+	}
+	if _, err := oneOf("discover.runtime", d.Runtime, "", RuntimeDocker, RuntimeContainerd, RuntimeReboot); err != nil {
+		return err
+	}
+	for _, t := range []struct{ field, value, example string }{
+		{"discover.dockerEndpointTemplate", d.DockerEndpointTemplate, DefaultDockerEndpointTemplate},
+		{"discover.sshAddressTemplate", d.SSHAddressTemplate, DefaultSSHAddressTemplate},
+	} {
+		if t.value == "" {
+			continue
+		}
+		if _, err := template.New(t.field).Option("missingkey=error").Parse(t.value); err != nil {
+			return invalid(t.field, t.value, "write a Go template such as "+t.example)
+		}
+	}
+	if d.ContainerdSocket != "" {
+		if err := CheckUnixSocket("discover.containerdSocket", d.ContainerdSocket); err != nil {
+			return err
+		}
+	}
+	return checkTLSFiles("discover.", "tcp://", d.TLSCA, d.TLSCert, d.TLSKey)
+}
+
+// checkSSH checks the login settings; they are refused where no master is
+// reached over SSH, so that a forgotten runtime shows.
+func (in EtcdManagerRestoreInput) checkSSH() error {
+	s := in.SSH
+	if s == nil {
+		return nil
+	}
+	if s.User != "" && !sshUser.MatchString(s.User) {
+		return invalid("ssh.user", s.User, "give a login name such as ubuntu (kops's Ubuntu images), admin (Debian) or ec2-user (Amazon Linux)")
+	}
+	if s.Jump != "" {
+		if err := CheckSSHAddress("ssh.jump", s.Jump); err != nil {
+			return err
+		}
+	}
+	for _, f := range []struct{ field, path string }{{"ssh.key", s.Key}, {"ssh.knownHosts", s.KnownHosts}} {
+		if f.path != "" && !strings.HasPrefix(f.path, "/") && !strings.HasPrefix(f.path, "~/") {
+			return invalid(f.field, f.path, "give an absolute path on the worker (or ~/...)")
+		}
+	}
+	usesSSH := in.Discover != nil
+	for _, m := range in.Masters {
+		usesSSH = usesSSH || m.SSH != ""
+	}
+	if !usesSSH {
+		return invalid("ssh", s.User+s.Key, `no master is reached over SSH: drop "ssh", or give masters an "ssh" address`)
+	}
+	return nil
+}
+
+var (
+	instanceID = regexp.MustCompile(`^i-[0-9a-f]{8,17}$`)
+	sshUser    = regexp.MustCompile(`^[a-z_][a-z0-9_.-]{0,31}$`)
+)
+
+// CheckSSHAddress wants [user@]host[:port].
+func CheckSSHAddress(field, addr string) error {
+	fix := "write [user@]host[:port], e.g. ubuntu@10.0.1.10:22 or 10.0.1.10"
+	user, hostport, hasUser := strings.Cut(addr, "@")
+	if !hasUser {
+		hostport, user = user, ""
+	}
+	if addr == "" || (hasUser && !sshUser.MatchString(user)) || strings.ContainsAny(hostport, "/ @") {
+		return invalid(field, addr, fix)
+	}
+	host, port := hostport, ""
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		host, port = h, p
+	}
+	if host == "" {
+		return invalid(field, addr, fix)
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return invalid(field, addr, "the port must be 1-65535: "+fix)
+		}
+	}
+	return nil
+}
+
+// CheckUnixSocket wants unix:///absolute/path.
+func CheckUnixSocket(field, ep string) error {
+	u, err := url.Parse(ep)
+	if err != nil || u.Scheme != "unix" || !strings.HasPrefix(u.Path, "/") || u.Host != "" {
+		return invalid(field, ep, "write unix:///<absolute socket path>, e.g. "+DefaultContainerdSocket)
 	}
 	return nil
 }

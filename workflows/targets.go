@@ -1,0 +1,54 @@
+package workflows
+
+import (
+	"cmp"
+
+	"github.com/kopsdr/kopsdr/activities"
+	"github.com/kopsdr/kopsdr/internal/restart"
+	"github.com/kopsdr/kopsdr/internal/sshdial"
+	"github.com/kopsdr/kopsdr/workflows/api"
+)
+
+// masterTarget is how the restart step reaches a listed master. A Docker
+// master's target is what it has always been (no runtime field), so the
+// activity inputs of Docker restores stay as older histories recorded them.
+func masterTarget(in api.EtcdManagerRestoreInput, m api.MasterInput) restart.Target {
+	t := restart.Target{Master: m.Name}
+	switch m.RuntimeOf() {
+	case api.RuntimeContainerd:
+		t.Runtime = restart.RuntimeContainerd
+		t.Endpoint = cmp.Or(m.Containerd, api.DefaultContainerdSocket)
+		if m.SSH != "" {
+			t.SSH = restart.SSHConfig(m.SSH, sshDefaults(in.SSH))
+		}
+	case api.RuntimeReboot:
+		t.Runtime, t.InstanceID, t.Region = restart.RuntimeReboot, m.InstanceID, in.Region
+	default:
+		t.Endpoint, t.TLSCA, t.TLSCert, t.TLSKey = m.Docker, m.TLSCA, m.TLSCert, m.TLSKey
+	}
+	return t
+}
+
+// sshDefaults are the input's login settings in sshdial's terms.
+func sshDefaults(s *api.SSHInput) sshdial.Config {
+	if s == nil {
+		return sshdial.Config{User: api.DefaultSSHUser}
+	}
+	return sshdial.Config{User: cmp.Or(s.User, api.DefaultSSHUser), KeyFile: s.Key, KnownHosts: s.KnownHosts, Jump: s.Jump}
+}
+
+// discoverInput asks the discovery activity for the masters: the runtime
+// comes from the input, else from the cluster spec in the state store.
+func discoverInput(in api.EtcdManagerRestoreInput) activities.DiscoverInput {
+	d := in.Discover
+	out := activities.DiscoverInput{
+		Cluster: in.Cluster, Region: d.Region, Runtime: d.Runtime, StateStore: in.StateStore,
+		Template: d.DockerEndpointTemplate, TLSCA: d.TLSCA, TLSCert: d.TLSCert, TLSKey: d.TLSKey,
+		SSHTemplate: d.SSHAddressTemplate, ContainerdSocket: d.ContainerdSocket,
+	}
+	if d.Runtime == "" || d.Runtime == api.RuntimeContainerd {
+		login := sshDefaults(in.SSH)
+		out.SSH = &login
+	}
+	return out
+}
