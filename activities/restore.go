@@ -80,11 +80,23 @@ type ClusterFacts struct {
 	CurrentMembers int                     `json:"currentMembers,omitempty"`
 }
 
-// MasterFacts are the etcd-manager containers found on one master.
+// MasterFacts are the etcd-manager containers found on one master (for a
+// master restarted by reboot, its instance).
 type MasterFacts struct {
 	Master     string              `json:"master"`
+	Runtime    string              `json:"runtime,omitempty"` // "" is docker
 	Endpoint   string              `json:"endpoint"`
+	SSH        string              `json:"ssh,omitempty"` // user@host:port
+	InstanceID string              `json:"instanceId,omitempty"`
 	Containers map[string][]string `json:"containers"` // etcd cluster -> container names
+}
+
+func masterFacts(t restart.Target) MasterFacts {
+	mf := MasterFacts{Master: t.Master, Runtime: t.Runtime, Endpoint: t.Endpoint, InstanceID: t.InstanceID, Containers: map[string][]string{}}
+	if t.SSH != nil {
+		mf.SSH = t.SSH.User + "@" + t.SSH.Address
+	}
+	return mf
 }
 
 // Preflight checks everything the restore needs and changes nothing. Every
@@ -99,7 +111,7 @@ func (a *Restore) Preflight(ctx context.Context, in PreflightInput) (PreflightRe
 		res.Clusters = append(res.Clusters, facts)
 	}
 	for _, t := range in.Masters {
-		mf := MasterFacts{Master: t.Master, Endpoint: t.Endpoint, Containers: map[string][]string{}}
+		mf := masterFacts(t)
 		for _, c := range in.Clusters {
 			found, err := a.Restarter.Find(ctx, t, c.EtcdCluster)
 			if err != nil {
@@ -111,8 +123,7 @@ func (a *Restore) Preflight(ctx context.Context, in PreflightInput) (PreflightRe
 				}
 			}
 			if len(mf.Containers[c.EtcdCluster]) == 0 {
-				return res, preflightFail(fmt.Sprintf("master %s (%s) runs no etcd-manager-%s container", t.Name(), t.Endpoint, c.EtcdCluster),
-					"check the Docker endpoint points at that master and that etcd-manager runs there")
+				return res, notRunning(t, c.EtcdCluster)
 			}
 		}
 		res.Masters = append(res.Masters, mf)
@@ -234,6 +245,21 @@ func readFacts(ctx context.Context, store backupstore.Store, name string) (Facts
 		return f, err
 	}
 	return f, json.Unmarshal(b, &f)
+}
+
+// notRunning says that a master runs no etcd-manager (or, for a reboot,
+// that its instance is not running), and what to check.
+func notRunning(t restart.Target, ec string) error {
+	switch t.RuntimeOf() {
+	case restart.RuntimeReboot:
+		return preflightFail(fmt.Sprintf("master %s: instance %s in %s is not running", t.Name(), t.InstanceID, t.Region),
+			"start it (aws ec2 start-instances), or restore once every master runs")
+	case restart.RuntimeContainerd:
+		return preflightFail(fmt.Sprintf("master %s (%s) runs no etcd-manager-%s container in containerd", t.Name(), masterFacts(t).SSH, ec),
+			"check that the ssh address reaches that master, and on it: crictl ps -a --name etcd-manager")
+	}
+	return preflightFail(fmt.Sprintf("master %s (%s) runs no etcd-manager-%s container", t.Name(), t.Endpoint, ec),
+		"check the Docker endpoint points at that master and that etcd-manager runs there")
 }
 
 func preflightFail(msg, fix string) error {
@@ -391,6 +417,7 @@ type RestartResult struct {
 func (a *Restore) RestartEtcdManagers(ctx context.Context, in RestartInput) (RestartResult, error) {
 	stop := heartbeatEvery(ctx, 2*time.Second, func() any { return "restarting etcd-manager on every master" })
 	defer stop()
+	ctx = restart.WithOperation(ctx, operation(ctx))
 	type outcome struct {
 		master string
 		r      restart.Restarted
@@ -591,6 +618,7 @@ func (a *Restore) WaitRestored(ctx context.Context, in WaitInput) (WaitResult, e
 // whatever runs there now is the baseline, so it is killed and its
 // replacement proven.
 func (a *Restore) repair(ctx context.Context, t restart.Target, ec string) (restart.Restarted, error) {
+	ctx = restart.WithOperation(ctx, operation(ctx)+"/repair")
 	cs, err := a.Restarter.Find(ctx, t, ec)
 	if err != nil {
 		return restart.Restarted{Master: t.Master, EtcdCluster: ec}, err
@@ -739,3 +767,12 @@ func (a *Restore) CleanMasterLeases(ctx context.Context, in LeaseInput) (LeaseRe
 	return res, etcdErr(in.Etcd, err)
 }
 
+// operation names this restore run for restarts done at most once per run
+// (reboots): the workflow id and run id.
+func operation(ctx context.Context) string {
+	if !activity.IsActivity(ctx) {
+		return ""
+	}
+	we := activity.GetInfo(ctx).WorkflowExecution
+	return we.ID + "/" + we.RunID
+}

@@ -172,8 +172,12 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 
 	// 7. Wait until etcd-manager has restored both clusters.
 	done = r.step(ctx, "wait for etcd-manager")
+	wait := r.restoreWait
+	if reboots(r.targets) {
+		wait += bootAllowance
+	}
 	wctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: r.restoreWait + time.Minute,
+		StartToCloseTimeout: wait + time.Minute,
 		HeartbeatTimeout:    30 * time.Second,
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3, NonRetryableErrorTypes: []string{activities.ErrTypeRestoreTimeout}},
 	})
@@ -182,7 +186,7 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 	for _, c := range pre.Clusters {
 		waits[c.EtcdCluster] = workflow.ExecuteActivity(wctx, a.WaitRestored, activities.WaitInput{
 			EtcdCluster: c.EtcdCluster, Store: c.Store, Command: r.res.Commands[c.EtcdCluster], Etcd: r.etcd[c.EtcdCluster],
-			MemberCount: int(c.ClusterSpec.MemberCount), OldClusterID: c.ClusterID, Masters: r.targets, Timeout: r.restoreWait,
+			MemberCount: int(c.ClusterSpec.MemberCount), OldClusterID: c.ClusterID, Masters: r.targets, Timeout: wait,
 			EndpointMasters: r.endpointMasters(r.etcd[c.EtcdCluster].Endpoints),
 		})
 	}
@@ -246,9 +250,15 @@ func (r *restoreRun) plan(ctx workflow.Context, pre activities.PreflightResult) 
 		})
 	}
 	for _, m := range pre.Masters {
-		pm := PlannedMaster{Master: m.Master, Endpoint: m.Endpoint}
+		pm := PlannedMaster{Master: m.Master, Runtime: m.Runtime, Endpoint: m.Endpoint, SSH: m.SSH, Downtime: downtime(m.Runtime)}
+		if m.Runtime == restart.RuntimeReboot {
+			pm.Endpoint = "EC2 instance " + m.InstanceID
+		}
 		for _, ec := range r.ecs {
 			pm.Containers = append(pm.Containers, m.Containers[ec]...)
+		}
+		if m.Runtime == restart.RuntimeReboot {
+			pm.Containers = pm.Containers[:min(1, len(pm.Containers))] // one instance, whichever etcd cluster found it
 		}
 		p.Masters = append(p.Masters, pm)
 	}

@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"cmp"
+	"time"
 
 	"github.com/kopsdr/kopsdr/activities"
 	"github.com/kopsdr/kopsdr/internal/restart"
@@ -51,4 +52,26 @@ func discoverInput(in api.EtcdManagerRestoreInput) activities.DiscoverInput {
 		out.SSH = &login
 	}
 	return out
+}
+
+// bootAllowance is what the wait step adds when masters reboot: an EC2
+// instance takes minutes to boot before its kubelet starts etcd-manager.
+const bootAllowance = 10 * time.Minute
+
+// downtime is what the plan tells the approver about each master.
+func downtime(runtime string) string {
+	if runtime == restart.RuntimeReboot {
+		return "etcd down from the reboot until the instance has booted and etcd-manager restored: typically 3-6 minutes (the wait step allows 10 more)"
+	}
+	return "etcd down from the kill until etcd-manager restored: typically 30-90 seconds"
+}
+
+// reboots says whether the restart step reboots the masters.
+func reboots(targets []restart.Target) bool {
+	for _, t := range targets {
+		if t.RuntimeOf() == restart.RuntimeReboot {
+			return true
+		}
+	}
+	return false
 }
