@@ -77,7 +77,9 @@ func TestDroppedConnection(t *testing.T) {
 // A master that vanishes without a reset (terminated instance) is noticed
 // by the keepalive, which closes the Client.
 func TestKeepaliveNoticesSilentMaster(t *testing.T) {
-	sshdial.SetKeepaliveInterval(t, 200*time.Millisecond)
+	// Long enough that a loaded machine answers in time, so only the
+	// blackhole trips it.
+	sshdial.SetKeepaliveInterval(t, time.Second)
 	s := sshtest.Start(t, sshtest.Options{})
 	proxy := tcpproxy.Start(t, s.Addr)
 	c := config(s)
@@ -92,7 +94,7 @@ func TestKeepaliveNoticesSilentMaster(t *testing.T) {
 	}
 	defer conn.Close()
 	echo(t, conn, "alive")
-	time.Sleep(500 * time.Millisecond) // keepalives are answered meanwhile
+	time.Sleep(2500 * time.Millisecond) // two keepalives are answered meanwhile
 	echo(t, conn, "still alive")
 
 	proxy.Blackhole(true)

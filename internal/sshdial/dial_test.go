@@ -126,6 +126,20 @@ func TestJumpHost(t *testing.T) {
 		e := dialErr[*sshdial.UnreachableError](t, context.Background(), c)
 		wantIn(t, e.Error(), "the jump host could not connect", "security groups let the jump host reach it")
 	})
+	// The master's handshake runs in a channel of the jump host's
+	// connection, which has no deadlines: ctx must still end it.
+	t.Run("master silent", func(t *testing.T) {
+		c := c
+		c.Address = silentPort(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		e := dialErr[*sshdial.UnreachableError](t, ctx, c)
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("Dial took %s", d)
+		}
+		wantIn(t, e.Error(), "through jump host", "no SSH answer within")
+	})
 }
 
 func TestJumpHostForbidsTCPForwarding(t *testing.T) {
