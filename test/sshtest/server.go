@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -148,6 +149,10 @@ func (s *Server) run(t testing.TB) error {
 	// which is the log file.
 	cmd := exec.Command(SSHD, "-D", "-e", "-f", filepath.Join(s.Dir, "sshd_config"))
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group, so that killing it also ends the per-
+	// connection children a failed test may have left connected.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	kill := func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("sshtest: start %s: %v", SSHD, err)
 	}
@@ -163,13 +168,13 @@ func (s *Server) run(t testing.TB) error {
 		}
 		if speaksSSH(s.Addr) {
 			t.Cleanup(func() {
-				_ = cmd.Process.Kill()
+				kill()
 				<-exited
 			})
 			return nil
 		}
 		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
+			kill()
 			<-exited
 			return fmt.Errorf("sshd did not answer on %s within 15s", s.Addr)
 		}
