@@ -3,6 +3,14 @@
 // forwards connections to a unix socket on the master, as OpenSSH's
 // streamlocal forwarding (ssh -L local:/run/containerd/containerd.sock)
 // does. Host keys are always verified against a known_hosts file.
+//
+// Dial opens a Client; Client.DialUnix forwards one connection. DialSocket
+// does both for a conn that owns its SSH connection, and SocketDialer
+// wraps it for grpc.WithContextDialer (the containerd client).
+//
+// Failures an operator must act on are typed and say what to do:
+// *HostKeyError, *AuthError, *SocketError and *inputerr.Error for a bad
+// Config. *UnreachableError is the one Retryable error.
 package sshdial
 
 // Config says how to reach one master. It holds paths, never key
