@@ -24,6 +24,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/inputerr"
 	"github.com/kopsdr/kopsdr/internal/leases"
 	"github.com/kopsdr/kopsdr/internal/restart"
+	"github.com/kopsdr/kopsdr/internal/sshdial"
 	"github.com/kopsdr/kopsdr/internal/snapshot"
 )
 
@@ -247,6 +248,20 @@ func readFacts(ctx context.Context, store backupstore.Store, name string) (Facts
 	return f, json.Unmarshal(b, &f)
 }
 
+// runtimeAt names what kopsdr talks to on a master.
+func runtimeAt(t restart.Target) string {
+	switch t.RuntimeOf() {
+	case restart.RuntimeContainerd:
+		if t.SSH != nil {
+			return fmt.Sprintf("containerd at %s (over ssh %s)", t.Endpoint, masterFacts(t).SSH)
+		}
+		return "containerd at " + t.Endpoint
+	case restart.RuntimeReboot:
+		return "EC2 in " + t.Region
+	}
+	return "Docker at " + t.Endpoint
+}
+
 // notRunning says that a master runs no etcd-manager (or, for a reboot,
 // that its instance is not running), and what to check.
 func notRunning(t restart.Target, ec string) error {
@@ -274,11 +289,31 @@ func masterErr(t restart.Target, err error) error {
 	}
 	var nf *restart.NotFoundError
 	if errors.As(err, &nf) {
-		return preflightFail(err.Error(), "check the master's Docker endpoint and node name")
+		fix := "check the master's Docker endpoint and node name"
+		switch t.RuntimeOf() {
+		case restart.RuntimeContainerd:
+			fix = "check the master's ssh address and node name; on the master: crictl ps -a --name etcd-manager"
+		case restart.RuntimeReboot:
+			fix = "check the master's instanceId and region"
+		}
+		return preflightFail(err.Error(), fix)
+	}
+	var (
+		hk   *sshdial.HostKeyError
+		ae   *sshdial.AuthError
+		se   *sshdial.SocketError
+		sshu *sshdial.UnreachableError
+	)
+	switch {
+	case errors.As(err, &hk), errors.As(err, &ae), errors.As(err, &se):
+		// No retry brings a host key, a login or a socket: the operator must act.
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("master %s: %v", t.Name(), err), ErrTypePreflight, err)
+	case errors.As(err, &sshu):
+		return temporal.NewApplicationErrorWithCause(fmt.Sprintf("master %s: %v", t.Name(), err), ErrTypeMasterDown, err)
 	}
 	var ue *restart.UnreachableError
 	if errors.As(err, &ue) {
-		return temporal.NewApplicationErrorWithCause(fmt.Sprintf("master %s: Docker at %s does not answer: %v", t.Name(), t.Endpoint, err), ErrTypeMasterDown, err)
+		return temporal.NewApplicationErrorWithCause(fmt.Sprintf("master %s: %s does not answer: %v", t.Name(), runtimeAt(t), err), ErrTypeMasterDown, err)
 	}
 	return fmt.Errorf("master %s: %w", t.Name(), err)
 }
