@@ -197,6 +197,11 @@ var fieldFlags = map[string]string{
 	"retention.keepLast":              "--keep-last",
 	"liveMasterIPs":                   "--live-master-ip",
 	"discover.dockerEndpointTemplate": "--docker-endpoint-template",
+	"discover.runtime":                "--runtime",
+	"discover.sshAddressTemplate":     "--ssh-address-template",
+	"discover.containerdSocket":       "--containerd-socket",
+	"ssh.key":                         "--ssh-key",
+	"ssh.knownHosts":                  "--ssh-known-hosts",
 	"discover.tlsCA":                  "--docker-tlsca",
 	"discover.tlsCert":                "--docker-tlscert",
 	"discover.tlsKey":                 "--docker-tlskey",
@@ -226,7 +231,11 @@ func flagFor(field string) string {
 	if m := masterField.FindStringSubmatch(field); m != nil {
 		var n int
 		fmt.Sscan(m[1], &n)
-		return fmt.Sprintf("--master #%d %s=", n+1, strings.ToLower(m[2]))
+		key := strings.ToLower(m[2])
+		if key == "instanceid" {
+			key = "instance"
+		}
+		return fmt.Sprintf("--master #%d %s=", n+1, key)
 	}
 	kebab := upper.ReplaceAllStringFunc(field, func(s string) string { return "-" + strings.ToLower(s) })
 	return "--" + strings.ReplaceAll(kebab, ".", "-")

@@ -32,6 +32,7 @@ func (a *app) restoreEtcdManagerCmd() *cobra.Command {
 		in                        api.EtcdManagerRestoreInput
 		masterSpecs               []string
 		discover                  api.DiscoverInput
+		ssh                       api.SSHInput
 		approvalWait, restoreWait time.Duration
 		wait                      bool
 	)
@@ -40,16 +41,31 @@ func (a *app) restoreEtcdManagerCmd() *cobra.Command {
 		Short: "Restore main and events from etcd-manager backups: commands, restarts, wait, lease clean-up",
 		Long: `Restore main and events of one kops cluster from etcd-manager backups, as one durable workflow
 (id restore/<cluster>): pre-flight checks that change nothing, a plan, approval, a safety backup
-of the current data, the restore commands, a restart of every etcd-manager container over the
-Docker API, waiting for etcd-manager to finish, and the master-lease clean-up. --etcd main
-(or events) restores only that etcd cluster.
+of the current data, the restore commands, a restart of every etcd-manager on every master (through
+Docker, through containerd over SSH, or by rebooting the EC2 instances), waiting for etcd-manager to
+finish, and the master-lease clean-up. --etcd main (or events) restores only that etcd cluster.
 
 Without --approve the workflow waits for 'kopsdr approve restore/<cluster>' (or reject).
 --dry-run stops after the plan and changes nothing.
 
---master takes name=<node>,docker=<endpoint>,ip=<apiserver IP>[,tlsca=F,tlscert=F,tlskey=F];
-repeat it for every master. Or find the masters in EC2 with --discover-region and
---docker-endpoint-template (e.g. "tcp://{{.PrivateIP}}:2376").`,
+--master describes one master; repeat it for every master. Its keys:
+  name=<node>          the Kubernetes node name (narrows the container match)
+  ip=<apiserver IP>    for the master-lease clean-up
+  runtime=docker|containerd|reboot   default: docker with docker=, containerd with ssh=
+  docker=<endpoint>    Docker: unix:///var/run/docker.sock or tcp://<ip>:2376 [,tlsca=F,tlscert=F,tlskey=F]
+  ssh=[user@]host[:port]   containerd (kops masters since Kubernetes 1.24): the master's sshd;
+                       its containerd socket is reached through it
+  containerd=unix://<path>  the socket on the master (default unix:///run/containerd/containerd.sock)
+  instance=<i-...>     reboot: the EC2 instance (with --region)
+SSH logins use --ssh-user (default ubuntu), --ssh-key (default: the SSH agent), --ssh-known-hosts
+(default ~/.ssh/known_hosts; an unknown or changed host key is refused) and --ssh-jump (a bastion).
+runtime=reboot needs no host access: every master is rebooted at once and etcd is down until they
+have booted (minutes); never mix it with the other runtimes.
+
+Or find the masters in EC2 with --discover-region. The runtime is then --runtime, else the one the
+kops cluster spec in the state store declares (containerd from Kubernetes 1.24 on); each master's
+sshd comes from --ssh-address-template ("{{.PrivateIP}}:22") or its Docker endpoint from
+--docker-endpoint-template ("tcp://{{.PrivateIP}}:2376").`,
 		Example: `  kopsdr restore etcd-manager --cluster test.my.clusters --state-store s3://my.clusters \
     --main-endpoints https://10.0.1.10:4001,https://10.0.2.10:4001,https://10.0.3.10:4001 \
     --events-endpoints https://10.0.1.10:4002,https://10.0.2.10:4002,https://10.0.3.10:4002 \
@@ -57,7 +73,19 @@ repeat it for every master. Or find the masters in EC2 with --discover-region an
     --master name=ip-10-0-1-10.ec2.internal,docker=tcp://10.0.1.10:2376,ip=10.0.1.10 \
     --master name=ip-10-0-2-10.ec2.internal,docker=tcp://10.0.2.10:2376,ip=10.0.2.10 \
     --master name=ip-10-0-3-10.ec2.internal,docker=tcp://10.0.3.10:2376,ip=10.0.3.10 \
-    --backup latest --dry-run`,
+    --backup latest --dry-run
+
+  # containerd masters, reached over SSH through the kops bastion:
+  kopsdr restore etcd-manager --cluster test.my.clusters --state-store s3://my.clusters \
+    --main-endpoints https://10.0.1.10:4001,https://10.0.2.10:4001,https://10.0.3.10:4001 \
+    --events-endpoints https://10.0.1.10:4002,https://10.0.2.10:4002,https://10.0.3.10:4002 \
+    --cacert ca.crt --cert client.crt --key client.key \
+    --ssh-key /home/kopsdr/.ssh/id_ed25519 --ssh-known-hosts /home/kopsdr/.ssh/known_hosts \
+    --ssh-jump ubuntu@bastion.test.my.clusters \
+    --master name=ip-10-0-1-10.ec2.internal,ssh=10.0.1.10,ip=10.0.1.10 \
+    --master name=ip-10-0-2-10.ec2.internal,ssh=10.0.2.10,ip=10.0.2.10 \
+    --master name=ip-10-0-3-10.ec2.internal,ssh=10.0.3.10,ip=10.0.3.10 \
+    --dry-run`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for i, spec := range masterSpecs {
@@ -67,10 +95,13 @@ repeat it for every master. Or find the masters in EC2 with --discover-region an
 				}
 				in.Masters = append(in.Masters, m)
 			}
-			if discover.Region != "" { // the template has a default: only the region asks for discovery
+			if discover.Region != "" {
 				in.Discover = &discover
 			}
-			for _, flag := range []string{"docker-endpoint-template", "docker-tlsca", "docker-tlscert", "docker-tlskey"} {
+			if ssh != (api.SSHInput{}) {
+				in.SSH = &ssh
+			}
+			for _, flag := range []string{"docker-endpoint-template", "docker-tlsca", "docker-tlscert", "docker-tlskey", "runtime", "ssh-address-template", "containerd-socket"} {
 				if cmd.Flags().Changed(flag) && in.Discover == nil {
 					return badFlag(flag, cmd.Flag(flag).Value.String(), "goes with --discover-region; with --master give tls files as tlsca=,tlscert=,tlskey=")
 				}
@@ -120,9 +151,17 @@ repeat it for every master. Or find the masters in EC2 with --discover-region an
 	f.StringVar(&in.CACert, "cacert", "", "etcd CA path on the worker")
 	f.StringVar(&in.Cert, "cert", "", "etcd client certificate path on the worker")
 	f.StringVar(&in.Key, "key", "", "etcd client key path on the worker")
-	f.StringArrayVar(&masterSpecs, "master", nil, "a master: name=<node>,docker=<endpoint>,ip=<ip>[,tlsca=F,tlscert=F,tlskey=F] (repeat)")
+	f.StringArrayVar(&masterSpecs, "master", nil, "a master: name=<node>,ip=<ip>, and docker=<endpoint> | ssh=[user@]host[:port] | runtime=reboot,instance=<id> (repeat; see above)")
+	f.StringVar(&in.Region, "region", "", "EC2 region of masters given with runtime=reboot")
+	f.StringVar(&ssh.User, "ssh-user", "", "SSH login on containerd masters (default ubuntu, as on kops's images)")
+	f.StringVar(&ssh.Key, "ssh-key", "", "SSH private key file on the worker (default: the agent at $SSH_AUTH_SOCK)")
+	f.StringVar(&ssh.KnownHosts, "ssh-known-hosts", "", "known_hosts file on the worker holding the masters' host keys (default ~/.ssh/known_hosts)")
+	f.StringVar(&ssh.Jump, "ssh-jump", "", "jump host, [user@]host[:port] (the kops bastion)")
 	f.StringVar(&discover.Region, "discover-region", "", "find the masters as running EC2 instances in this region")
-	f.StringVar(&discover.DockerEndpointTemplate, "docker-endpoint-template", api.DefaultDockerEndpointTemplate, "with --discover-region: each master's Docker endpoint")
+	f.StringVar(&discover.Runtime, "runtime", "", "with --discover-region: docker, containerd or reboot (default: from the kops cluster spec)")
+	f.StringVar(&discover.SSHAddressTemplate, "ssh-address-template", "", "with --discover-region: each containerd master's sshd (default "+api.DefaultSSHAddressTemplate+")")
+	f.StringVar(&discover.ContainerdSocket, "containerd-socket", "", "with --discover-region: the containerd socket on the masters (default "+api.DefaultContainerdSocket+")")
+	f.StringVar(&discover.DockerEndpointTemplate, "docker-endpoint-template", "", "with --discover-region: each Docker master's endpoint (default "+api.DefaultDockerEndpointTemplate+")")
 	f.StringVar(&discover.TLSCA, "docker-tlsca", "", "with --discover-region: Docker CA on the worker")
 	f.StringVar(&discover.TLSCert, "docker-tlscert", "", "with --discover-region: Docker client certificate on the worker")
 	f.StringVar(&discover.TLSKey, "docker-tlskey", "", "with --discover-region: Docker client key on the worker")
@@ -158,7 +197,7 @@ func startRestore(ctx context.Context, c client.Client, cluster, workflowType st
 // the input's Validate checks the values.
 func parseMaster(i int, spec string) (api.MasterInput, error) {
 	var m api.MasterInput
-	keys := "keys: name, docker, ip, tlsca, tlscert, tlskey; e.g. name=ip-10-0-1-10.ec2.internal,docker=tcp://10.0.1.10:2376,ip=10.0.1.10"
+	keys := "keys: name, ip, runtime, docker, tlsca, tlscert, tlskey, ssh, containerd, instance; e.g. name=ip-10-0-1-10.ec2.internal,ssh=10.0.1.10,ip=10.0.1.10"
 	seen := map[string]bool{}
 	for _, kv := range strings.Split(spec, ",") {
 		k, v, ok := strings.Cut(kv, "=")
@@ -172,8 +211,16 @@ func parseMaster(i int, spec string) (api.MasterInput, error) {
 		switch k {
 		case "name":
 			m.Name = v
+		case "runtime":
+			m.Runtime = v
 		case "docker":
 			m.Docker = v
+		case "ssh":
+			m.SSH = v
+		case "containerd":
+			m.Containerd = v
+		case "instance":
+			m.InstanceID = v
 		case "ip":
 			m.IP = v
 		case "tlsca":
@@ -186,8 +233,8 @@ func parseMaster(i int, spec string) (api.MasterInput, error) {
 			return m, badFlag("master", spec, fmt.Sprintf("unknown key %q (%s)", k, keys))
 		}
 	}
-	if m.Docker == "" {
-		return m, badFlag("master", spec, "docker=<endpoint> is required, e.g. docker=tcp://10.0.1.10:2376")
+	if m.RuntimeOf() == "" {
+		return m, badFlag("master", spec, "say how to restart its etcd-manager: docker=<endpoint>, ssh=[user@]host[:port] (containerd), or runtime=reboot,instance=<id>")
 	}
 	return m, nil
 }
