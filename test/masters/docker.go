@@ -94,6 +94,15 @@ func (c *Cluster) StartMaster(t testing.TB, node string) {
 	}
 }
 
+// Reboot is what an EC2 reboot does to node's etcd-manager: its
+// containers stop, and after downFor (the boot) the kubelet starts new ones.
+func (c *Cluster) Reboot(t testing.TB, node string, downFor time.Duration) {
+	t.Helper()
+	c.StopMaster(t, node)
+	time.Sleep(downFor)
+	c.StartMaster(t, node)
+}
+
 func (c *Cluster) nodePods(t testing.TB, node string) []*pod {
 	t.Helper()
 	var pods []*pod

@@ -4,9 +4,13 @@
 package registry
 
 import (
+	"context"
+
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/kopsdr/kopsdr/activities"
+	"github.com/kopsdr/kopsdr/internal/kops"
 	"github.com/kopsdr/kopsdr/internal/restart"
 	"github.com/kopsdr/kopsdr/workflows"
 )
@@ -15,8 +19,19 @@ import (
 func Register(r worker.Registry) {
 	RegisterWorkflows(r)
 	r.RegisterActivity(&activities.Backup{})
-	r.RegisterActivity(&activities.Restore{Restarter: restart.NewDocker()})
+	r.RegisterActivity(&activities.Restore{Restarter: Restarters()})
 	r.RegisterActivity(&activities.Volumes{})
+}
+
+// Restarters restart etcd-manager through each master's runtime: Docker,
+// or a reboot through EC2 with the worker's own AWS credentials.
+func Restarters() restart.Runtimes {
+	return restart.Runtimes{
+		Docker: restart.NewDocker(),
+		Reboot: restart.NewReboot(func(ctx context.Context, region string) (*ec2.Client, error) {
+			return kops.NewEC2Client(ctx, region, "")
+		}),
+	}
 }
 
 // WorkflowRegistry is what registers workflows alone: a worker, or the
