@@ -13,6 +13,8 @@
 // Config. *UnreachableError is the one Retryable error.
 package sshdial
 
+import "cmp"
+
 // Config says how to reach one master. It holds paths, never key
 // material, because it travels in workflow inputs and history.
 type Config struct {
@@ -29,6 +31,23 @@ type Config struct {
 	// Jump is an optional jump host, [user@]host[:port] (the kops
 	// bastion); it uses the same key and known_hosts.
 	Jump string `json:"jump,omitempty"`
+	// Sudo: open the socket as root through `sudo -n` on the master;
+	// needed when the login user is not root, as on kops's images, whose
+	// containerd socket only root may open. Unset (the default) means
+	// true unless the user is root; see UsesSudo.
+	Sudo *bool `json:"sudo,omitempty"`
+}
+
+// UsesSudo reports whether DialUnix opens sockets through the sudo relay
+// (see Client.DialUnix) rather than sshd's own forwarding, which opens
+// the socket as the login user. Sudo decides when set; otherwise every
+// user but root does, because kops's default user (ubuntu) cannot open
+// the containerd socket itself, and root needs no sudo.
+func (c Config) UsesSudo() bool {
+	if c.Sudo != nil {
+		return *c.Sudo
+	}
+	return cmp.Or(c.User, DefaultUser) != "root"
 }
 
 // DefaultUser is the login user of kops's default images (Ubuntu).
