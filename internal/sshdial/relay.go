@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -85,27 +86,21 @@ func (c *Client) dialRelay(ctx context.Context, path string) (net.Conn, error) {
 		}
 		return nil, c.lostError(err)
 	}
-	r := &relayConn{sess: sess, path: path, stderr: newStderrLog()}
-	if r.stdin, err = sess.StdinPipe(); err == nil {
-		var stdout, stderr io.Reader
-		if stdout, err = sess.StdoutPipe(); err == nil {
-			if stderr, err = sess.StderrPipe(); err == nil {
-				r.stdout = stdout
-				go r.stderr.drain(stderr)
-				err = sess.Start(relayCommand(path))
-			}
-		}
-	}
-	if err != nil {
+	// The pipes cannot fail on a fresh session; Start can.
+	stdin, _ := sess.StdinPipe()
+	stdout, _ := sess.StdoutPipe()
+	stderr, _ := sess.StderrPipe()
+	r := &relayConn{client: c, sess: sess, path: path, stdin: stdin, stdout: stdout,
+		stderr: newStderrLog(), exited: make(chan struct{})}
+	go r.stderr.drain(stderr)
+	if err := sess.Start(relayCommand(path)); err != nil {
 		_ = sess.Close()
 		return nil, c.lostError(err)
 	}
-	r.exited = make(chan struct{})
 	go func() { r.exitErr = sess.Wait(); close(r.exited) }()
 
 	select {
 	case <-r.stderr.ready:
-		r.client = c
 		return r, nil
 	case <-r.stderr.done:
 	case <-ctx.Done():
@@ -202,6 +197,7 @@ type relayConn struct {
 	stdin  io.WriteCloser
 	stdout io.Reader
 	stderr *stderrLog
+	closed atomic.Bool
 
 	exited  chan struct{} // closed when the session has ended
 	exitErr error         // sess.Wait's result, once exited is closed
@@ -218,6 +214,9 @@ func (r *relayConn) Read(b []byte) (int, error) {
 	n, err := r.stdout.Read(b)
 	if !errors.Is(err, io.EOF) {
 		return n, err
+	}
+	if r.closed.Load() {
+		return n, net.ErrClosed
 	}
 	select {
 	case <-r.exited:
@@ -244,6 +243,7 @@ func (r *relayConn) CloseWrite() error { return r.stdin.Close() }
 // Close ends the session; sshd closes the relay's pipes, and the relay
 // exits when it next touches them or the socket closes.
 func (r *relayConn) Close() error {
+	r.closed.Store(true)
 	if err := r.sess.Close(); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}

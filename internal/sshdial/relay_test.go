@@ -155,8 +155,8 @@ func TestRelayClose(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the socket's server saw no EOF 10s after Close")
 	}
-	if _, err := conn.Read(make([]byte, 1)); err == nil {
-		t.Error("Read after Close succeeded")
+	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read after Close: %v; want net.ErrClosed", err)
 	}
 	if _, err := conn.Write([]byte("x")); err == nil {
 		t.Error("Write after Close succeeded")
