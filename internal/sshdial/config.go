@@ -2,7 +2,9 @@
 // SSH connection (optionally through a jump host, the kops bastion) and
 // forwards connections to a unix socket on the master, as OpenSSH's
 // streamlocal forwarding (ssh -L local:/run/containerd/containerd.sock)
-// does. Host keys are always verified against a known_hosts file.
+// does, or, for a login user other than root, through a relay that opens
+// the socket as root under sudo (Config.UsesSudo). Host keys are always
+// verified against a known_hosts file.
 //
 // Dial opens a Client; Client.DialUnix forwards one connection. DialSocket
 // does both for a conn that owns its SSH connection, and SocketDialer
