@@ -27,6 +27,7 @@ type Client struct {
 	jump  *ssh.Client // nil without a jump host
 	where Where
 	user  string
+	sudo  bool // DialUnix uses the sudo relay (Config.UsesSudo)
 
 	done      chan struct{} // closed on shutdown
 	closeOnce sync.Once
@@ -46,9 +47,19 @@ func newClient(c, jump *ssh.Client, w Where, user string) *Client {
 // When sshd cannot connect to the socket the error is a *SocketError;
 // when the SSH connection has broken it is a *UnreachableError with Lost
 // set. The conn does not support deadlines (an x/crypto limitation).
+//
+// When the Config asked for sudo (Config.UsesSudo), the socket is opened
+// as root by a relay that runs under `sudo -n` in an SSH session, since
+// sshd would open it as the login user; see relayScript. Failures are
+// *SocketError too, with Sudo set and Problem saying whether sudo wanted
+// a password or sudo or python3 is missing. The conn supports CloseWrite
+// (half-close), like sshd's.
 func (c *Client) DialUnix(ctx context.Context, path string) (net.Conn, error) {
 	if c.closed.Load() {
 		return nil, fmt.Errorf("ssh to %s: open %s: %w", c.where, path, net.ErrClosed)
+	}
+	if c.sudo {
+		return c.dialRelay(ctx, path)
 	}
 	conn, err := c.ssh.DialContext(ctx, "unix", path)
 	if err == nil {

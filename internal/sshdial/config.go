@@ -2,7 +2,9 @@
 // SSH connection (optionally through a jump host, the kops bastion) and
 // forwards connections to a unix socket on the master, as OpenSSH's
 // streamlocal forwarding (ssh -L local:/run/containerd/containerd.sock)
-// does. Host keys are always verified against a known_hosts file.
+// does, or, for a login user other than root, through a relay that opens
+// the socket as root under sudo (Config.UsesSudo). Host keys are always
+// verified against a known_hosts file.
 //
 // Dial opens a Client; Client.DialUnix forwards one connection. DialSocket
 // does both for a conn that owns its SSH connection, and SocketDialer
@@ -12,6 +14,8 @@
 // *HostKeyError, *AuthError, *SocketError and *inputerr.Error for a bad
 // Config. *UnreachableError is the one Retryable error.
 package sshdial
+
+import "cmp"
 
 // Config says how to reach one master. It holds paths, never key
 // material, because it travels in workflow inputs and history.
@@ -29,6 +33,23 @@ type Config struct {
 	// Jump is an optional jump host, [user@]host[:port] (the kops
 	// bastion); it uses the same key and known_hosts.
 	Jump string `json:"jump,omitempty"`
+	// Sudo: open the socket as root through `sudo -n` on the master;
+	// needed when the login user is not root, as on kops's images, whose
+	// containerd socket only root may open. Unset (the default) means
+	// true unless the user is root; see UsesSudo.
+	Sudo *bool `json:"sudo,omitempty"`
+}
+
+// UsesSudo reports whether DialUnix opens sockets through the sudo relay
+// (see Client.DialUnix) rather than sshd's own forwarding, which opens
+// the socket as the login user. Sudo decides when set; otherwise every
+// user but root does, because kops's default user (ubuntu) cannot open
+// the containerd socket itself, and root needs no sudo.
+func (c Config) UsesSudo() bool {
+	if c.Sudo != nil {
+		return *c.Sudo
+	}
+	return cmp.Or(c.User, DefaultUser) != "root"
 }
 
 // DefaultUser is the login user of kops's default images (Ubuntu).

@@ -45,7 +45,12 @@ func Dial(ctx context.Context, c Config) (*Client, error) {
 	var cancel context.CancelFunc
 	d.ctx, cancel = context.WithTimeout(ctx, DialTimeout)
 	defer cancel()
-	return d.dial()
+	cl, err := d.dial()
+	if err != nil {
+		return nil, err
+	}
+	cl.sudo = c.UsesSudo()
+	return cl, nil
 }
 
 // target is a Config with defaults applied.

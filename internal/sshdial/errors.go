@@ -186,8 +186,8 @@ func (e *UnreachableError) Error() string {
 
 func (e *UnreachableError) Unwrap() error { return e.Err }
 
-// SocketError: connected, but the master's sshd would not connect to the
-// unix socket.
+// SocketError: connected, but the socket could not be opened: sshd would
+// not connect to it, or (Sudo) the relay could not.
 type SocketError struct {
 	Where
 	Path string `json:"path"`
@@ -196,19 +196,55 @@ type SocketError struct {
 	// OpenSSH does not say so: it answers "open failed" both for a
 	// missing socket and for AllowStreamLocalForwarding no.
 	Prohibited bool `json:"prohibited,omitempty"`
-	// Reason is sshd's answer, e.g. "open failed".
+	// Sudo: the socket was to be opened by the relay under sudo
+	// (Config.UsesSudo), not by sshd.
+	Sudo bool `json:"sudo,omitempty"`
+	// Problem says why the relay could not run: ProblemSudoPassword,
+	// ProblemNoSudo or ProblemNoPython; "" when it ran and the socket
+	// itself failed.
+	Problem string `json:"problem,omitempty"`
+	// Reason is sshd's answer, e.g. "open failed", or the relay's stderr
+	// and exit status.
 	Reason string `json:"reason"`
 }
 
+// The relay's problems (SocketError.Problem).
+const (
+	ProblemSudoPassword = "sudo-password" // sudo -n: "a password is required"
+	ProblemNoSudo       = "no-sudo"       // no sudo on the master
+	ProblemNoPython     = "no-python3"    // no python3 on the master
+)
+
 func (e *SocketError) Error() string {
 	allow := "AllowStreamLocalForwarding yes (and no DisableForwarding) in /etc/ssh/sshd_config, then sudo systemctl reload ssh"
-	if e.Prohibited {
+	asRoot := "or set ssh.user to root if root may log in with the cluster's key"
+	switch {
+	case e.Problem == ProblemSudoPassword:
+		return fmt.Sprintf("ssh to %s: user %s may not use sudo without a password, and kopsdr opens unix socket %s as root "+
+			"through sudo -n (it said %q) (fix: allow user %s passwordless sudo on the master, as kops's images do for ubuntu: "+
+			"echo '%s ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/90-kopsdr; %s)",
+			e.Where, e.User, e.Path, e.Reason, e.User, e.User, asRoot)
+	case e.Problem == ProblemNoSudo:
+		return fmt.Sprintf("ssh to %s: sudo is not installed on the master, and kopsdr opens unix socket %s as root through sudo "+
+			"because user %s may not (the shell said %q) (fix: install sudo and allow user %s passwordless sudo; %s)",
+			e.Where, e.Path, e.User, e.Reason, e.User, asRoot)
+	case e.Problem == ProblemNoPython:
+		return fmt.Sprintf("ssh to %s: python3 is not installed on the master, and kopsdr's relay to unix socket %s runs on it "+
+			"(sudo said %q) (fix: install python3 on the master (kops's images have it: cloud-init needs it); "+
+			"or set ssh.user to root and ssh.sudo to false, so that sshd opens the socket itself)",
+			e.Where, e.Path, e.Reason)
+	case e.Sudo:
+		return fmt.Sprintf("ssh to %s: cannot open unix socket %s on the master as root: the relay says %q "+
+			"(fix: on the master check that containerd runs (sudo systemctl status containerd) and listens on %s)",
+			e.Where, e.Path, e.Reason, e.Path)
+	case e.Prohibited:
 		return fmt.Sprintf("ssh to %s: sshd refuses to forward unix socket %s: %s (fix: on the master set %s)",
 			e.Where, e.Path, e.Reason, allow)
 	}
 	return fmt.Sprintf("ssh to %s: cannot open unix socket %s on the master: sshd says %q "+
 		"(fix: on the master check that containerd runs (sudo systemctl status containerd) and listens on %s; "+
-		"that user %s may open the socket, since sshd connects to it as that user; "+
+		"that user %s may open the socket, since sshd connects to it as that user (kops's containerd socket is root's alone: "+
+		"leave ssh.sudo unset or set it to true, so that kopsdr opens it through sudo); "+
 		"and that sshd allows it: %s. The master's sshd log names the cause: sudo journalctl -u ssh)",
 		e.Where, e.Path, e.Reason, e.Path, e.User, allow)
 }

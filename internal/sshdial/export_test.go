@@ -11,3 +11,6 @@ func SetKeepaliveInterval(t testing.TB, d time.Duration) {
 	keepaliveInterval = d
 	t.Cleanup(func() { keepaliveInterval = old })
 }
+
+// RelayProblem classifies the relay's stderr.
+var RelayProblem = relayProblem
