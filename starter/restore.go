@@ -33,6 +33,7 @@ func (a *app) restoreEtcdManagerCmd() *cobra.Command {
 		masterSpecs               []string
 		discover                  api.DiscoverInput
 		ssh                       api.SSHInput
+		sshSudo                   bool
 		approvalWait, restoreWait time.Duration
 		wait                      bool
 	)
@@ -98,6 +99,9 @@ sshd comes from --ssh-address-template ("{{.PrivateIP}}:22") or its Docker endpo
 			if discover.Region != "" {
 				in.Discover = &discover
 			}
+			if cmd.Flags().Changed("ssh-sudo") {
+				ssh.Sudo = &sshSudo
+			}
 			if ssh != (api.SSHInput{}) {
 				in.SSH = &ssh
 			}
@@ -157,6 +161,7 @@ sshd comes from --ssh-address-template ("{{.PrivateIP}}:22") or its Docker endpo
 	f.StringVar(&ssh.Key, "ssh-key", "", "SSH private key file on the worker (default: the agent at $SSH_AUTH_SOCK)")
 	f.StringVar(&ssh.KnownHosts, "ssh-known-hosts", "", "known_hosts file on the worker holding the masters' host keys (default ~/.ssh/known_hosts)")
 	f.StringVar(&ssh.Jump, "ssh-jump", "", "jump host, [user@]host[:port] (the kops bastion)")
+	f.BoolVar(&sshSudo, "ssh-sudo", true, "open the containerd socket as root through sudo -n on the master (default unless --ssh-user root)")
 	f.StringVar(&discover.Region, "discover-region", "", "find the masters as running EC2 instances in this region")
 	f.StringVar(&discover.Runtime, "runtime", "", "with --discover-region: docker, containerd or reboot (default: from the kops cluster spec)")
 	f.StringVar(&discover.SSHAddressTemplate, "ssh-address-template", "", "with --discover-region: each containerd master's sshd (default "+api.DefaultSSHAddressTemplate+")")

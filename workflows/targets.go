@@ -35,7 +35,7 @@ func sshDefaults(s *api.SSHInput) sshdial.Config {
 	if s == nil {
 		return sshdial.Config{User: api.DefaultSSHUser}
 	}
-	return sshdial.Config{User: cmp.Or(s.User, api.DefaultSSHUser), KeyFile: s.Key, KnownHosts: s.KnownHosts, Jump: s.Jump}
+	return sshdial.Config{User: cmp.Or(s.User, api.DefaultSSHUser), KeyFile: s.Key, KnownHosts: s.KnownHosts, Jump: s.Jump, Sudo: s.Sudo}
 }
 
 // discoverInput asks the discovery activity for the masters: the runtime

@@ -118,6 +118,10 @@ type SSHInput struct {
 	Key        string `json:"key,omitempty"`        // private key file; default the SSH agent at $SSH_AUTH_SOCK
 	KnownHosts string `json:"knownHosts,omitempty"` // default ~/.ssh/known_hosts
 	Jump       string `json:"jump,omitempty"`       // [user@]bastion[:port], e.g. the kops bastion
+	// Sudo opens the containerd socket as root through sudo -n on the
+	// master (it is root's alone on kops's images). Default: on unless
+	// the login user is root.
+	Sudo *bool `json:"sudo,omitempty"`
 }
 
 // DefaultSSHUser is the login of kops's default (Ubuntu) images.
