@@ -11,11 +11,22 @@ import (
 type UnreachableError struct {
 	Master   string
 	Endpoint string
+	Runtime  string // "" is Docker
 	Err      error
 }
 
 func (e *UnreachableError) Error() string {
-	return fmt.Sprintf("%s: Docker daemon at %s unreachable: %v", masterName(e.Master), e.Endpoint, e.Err)
+	return fmt.Sprintf("%s: %s at %s unreachable: %v", masterName(e.Master), runtimeName(e.Runtime), e.Endpoint, e.Err)
+}
+
+func runtimeName(rt string) string {
+	switch rt {
+	case RuntimeContainerd:
+		return "containerd"
+	case RuntimeReboot:
+		return "EC2"
+	}
+	return "Docker daemon"
 }
 
 func (e *UnreachableError) Unwrap() error { return e.Err }
@@ -26,11 +37,22 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 type NotFoundError struct {
 	Master   string
 	Endpoint string
+	Runtime  string // "" is Docker
 	Prefix   string
 	Others   []string
 }
 
 func (e *NotFoundError) Error() string {
+	switch e.Runtime {
+	case RuntimeContainerd:
+		msg := fmt.Sprintf("%s: no etcd-manager container of pod %s* in containerd namespace k8s.io at %s", masterName(e.Master), e.Prefix, e.Endpoint)
+		if len(e.Others) > 0 {
+			return msg + "; etcd-manager pods there: " + strings.Join(e.Others, ", ")
+		}
+		return msg + "; there is no etcd-manager pod at all (is this a kops master, and does its kubelet use containerd rather than Docker?)"
+	case RuntimeReboot:
+		return fmt.Sprintf("%s: no EC2 instance %s in %s", masterName(e.Master), e.Prefix, strings.TrimPrefix(e.Endpoint, "EC2 "))
+	}
 	msg := fmt.Sprintf("%s: no container named %s* on Docker at %s", masterName(e.Master), e.Prefix, e.Endpoint)
 	if len(e.Others) > 0 {
 		return msg + "; etcd-manager containers there: " + strings.Join(e.Others, ", ")

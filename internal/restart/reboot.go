@@ -62,9 +62,9 @@ func (r *rebootRestarter) instance(ctx context.Context, t Target) (*ec2.Client, 
 	out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{t.InstanceID}})
 	if err != nil {
 		if ebs.IsNotFound(err) {
-			return nil, types.Instance{}, &NotFoundError{Master: t.Master, Endpoint: "EC2 " + t.Region, Prefix: t.InstanceID}
+			return nil, types.Instance{}, &NotFoundError{Master: t.Master, Endpoint: "EC2 " + t.Region, Runtime: RuntimeReboot, Prefix: t.InstanceID}
 		}
-		return nil, types.Instance{}, &UnreachableError{Master: t.Master, Endpoint: "EC2 " + t.Region, Err: err}
+		return nil, types.Instance{}, &UnreachableError{Master: t.Master, Endpoint: t.Region, Runtime: RuntimeReboot, Err: err}
 	}
 	for _, res := range out.Reservations {
 		for _, in := range res.Instances {
@@ -73,7 +73,7 @@ func (r *rebootRestarter) instance(ctx context.Context, t Target) (*ec2.Client, 
 			}
 		}
 	}
-	return nil, types.Instance{}, &NotFoundError{Master: t.Master, Endpoint: "EC2 " + t.Region, Prefix: t.InstanceID}
+	return nil, types.Instance{}, &NotFoundError{Master: t.Master, Endpoint: "EC2 " + t.Region, Runtime: RuntimeReboot, Prefix: t.InstanceID}
 }
 
 // asContainer shows an instance where the other runtimes show containers.
