@@ -24,10 +24,12 @@ func Register(r worker.Registry) {
 }
 
 // Restarters restart etcd-manager through each master's runtime: Docker,
-// or a reboot through EC2 with the worker's own AWS credentials.
+// containerd (over SSH), or a reboot through EC2 with the worker's own AWS
+// credentials.
 func Restarters() restart.Runtimes {
 	return restart.Runtimes{
-		Docker: restart.NewDocker(),
+		Docker:     restart.NewDocker(),
+		Containerd: restart.NewContainerd(restart.ContainerdOptions{}),
 		Reboot: restart.NewReboot(func(ctx context.Context, region string) (*ec2.Client, error) {
 			return kops.NewEC2Client(ctx, region, "")
 		}),
