@@ -45,6 +45,7 @@ type Metrics struct {
 	restoreFailures   *prometheus.CounterVec
 	drillLastSuccess  *prometheus.GaugeVec
 	drillRTO          *prometheus.GaugeVec
+	drillLastFailure  *prometheus.GaugeVec
 
 	sdk *sdkCollector
 }
@@ -107,10 +108,16 @@ func New() *Metrics {
 			Name: "kopsdr_drill_rto_seconds",
 			Help: "Recovery time of the last successful restore drill. Not set yet: kopsdr has no drill workflow.",
 		}, ce),
+		// With the success time it tells "the last drill failed" (the
+		// failure is newer) apart from "drills succeed".
+		drillLastFailure: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kopsdr_drill_last_failure_timestamp_seconds",
+			Help: "Time (Unix seconds) of the last failed restore drill. Not set yet: kopsdr has no drill workflow.",
+		}, ce),
 		sdk: newSDKCollector(),
 	}
 	m.reg.MustRegister(m.backupLastSuccess, m.backupDuration, m.backupBytes, m.backupFailures, m.backupInterval,
-		m.restoreStep, m.restoreFailures, m.drillLastSuccess, m.drillRTO, m.sdk,
+		m.restoreStep, m.restoreFailures, m.drillLastSuccess, m.drillRTO, m.drillLastFailure, m.sdk,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -148,6 +155,16 @@ func (m *Metrics) SetLastBackup(cluster, etcd string, at time.Time) {
 		return
 	}
 	g.Set(ts)
+}
+
+// KnowBackup gives a backup target a failure counter at 0. Prometheus's
+// increase() cannot see a counter's first step if the series is born at 1,
+// so the first failure would raise no alert.
+func (m *Metrics) KnowBackup(cluster, etcd string) {
+	if m == nil {
+		return
+	}
+	m.backupFailures.WithLabelValues(cluster, etcd).Add(0)
 }
 
 // BackupFailed counts a failed backup.

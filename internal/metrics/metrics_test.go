@@ -96,6 +96,7 @@ func TestServeAndScrape(t *testing.T) {
 	// Declared for the drill workflow to come: no series, so no fake value.
 	require.NotContains(t, fams, "kopsdr_drill_last_success_timestamp_seconds")
 	require.NotContains(t, fams, "kopsdr_drill_rto_seconds")
+	require.NotContains(t, fams, "kopsdr_drill_last_failure_timestamp_seconds")
 
 	require.Equal(t, 3.0, series(t, fams, "temporal_request",
 		map[string]string{"namespace": "default", "operation": "StartWorkflowExecution"}).GetCounter().GetValue())
@@ -143,6 +144,7 @@ func TestNilMetricsRecordsNothing(t *testing.T) {
 	m.RestoreStep("c", "main", "preflight", time.Second)
 	m.RestoreFailed("c", "main")
 	m.SetBackupInterval("c", time.Hour)
+	m.KnowBackup("c", "main")
 }
 
 func TestServeRefusesABadAddress(t *testing.T) {

@@ -67,6 +67,7 @@ func (r *Refresher) RefreshOnce(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		r.Metrics.KnowBackup(t.Cluster, t.Etcd)
 		at, ok, err := r.newest(ctx, t.Store)
 		switch {
 		case err != nil:

@@ -66,6 +66,11 @@ func TestRefreshFromStore(t *testing.T) {
 	require.NoError(t, err)
 	fams := scrape(t, "http://"+addr.String()+"/metrics")
 	require.Len(t, fams["kopsdr_backup_last_success_timestamp_seconds"].GetMetric(), 1)
+	// Every target's failure counter is there at 0, so the first failure
+	// is an increase Prometheus sees.
+	require.Len(t, fams["kopsdr_backup_failures_total"].GetMetric(), 3)
+	require.Equal(t, 0.0, series(t, fams, "kopsdr_backup_failures_total",
+		map[string]string{"cluster": "b.example.com", "etcd": "main"}).GetCounter().GetValue())
 
 	// The backup in flight gets its meta; the next round sees it.
 	writeBackup(t, s, t0.Add(2*time.Hour), true)
