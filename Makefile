@@ -9,7 +9,7 @@ export PATH := $(TOOLS):$(PATH)
 # The end-to-end package links the Temporal server; give it room.
 TEST_FLAGS ?= -timeout 60m
 
-.PHONY: all build dev test test-short bench tools compose-check clean record-histories
+.PHONY: all build dev test test-short bench tools compose-check rules-check clean record-histories
 
 all: build
 
@@ -34,7 +34,7 @@ $(TOOLS)/versitygw:
 # the Temporal server (minutes to build with -race), so they run without it.
 UNIT_PKGS := ./internal/... ./workflows/... ./activities/... ./starter/... ./worker/...
 
-test: tools ## Run every test against real Temporal, etcd, S3 and Docker (unit tests with -race)
+test: tools rules-check ## Run every test against real Temporal, etcd, S3 and Docker (unit tests with -race)
 	$(GO) vet ./...
 	$(GO) test -race $(TEST_FLAGS) $(UNIT_PKGS)
 	$(GO) test $(TEST_FLAGS) ./test/...
@@ -44,6 +44,14 @@ test-short: ## Unit tests only, with -race
 
 bench: ## Backup benchmark: streaming vs sequential, time ratio and peak memory at two sizes
 	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./test/bench
+
+PROMTOOL ?= promtool
+RULES    := deploy/prometheus
+
+rules-check: ## Check the Prometheus alert rules and run their unit tests (promtool)
+	@command -v $(PROMTOOL) >/dev/null || { echo "rules-check: promtool not found; install it with: apt-get install prometheus"; exit 1; }
+	$(PROMTOOL) check rules $(RULES)/kopsdr-rules.yml
+	cd $(RULES) && $(PROMTOOL) test rules kopsdr-rules.test.yml
 
 compose-check: ## Check docker-compose.yml parses
 	docker-compose -f docker-compose.yml config -q || docker compose -f docker-compose.yml config -q

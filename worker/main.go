@@ -17,8 +17,10 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
+	"github.com/kopsdr/kopsdr/activities"
 	"github.com/kopsdr/kopsdr/internal/devserver"
 	"github.com/kopsdr/kopsdr/internal/localonly"
+	"github.com/kopsdr/kopsdr/internal/metrics"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/worker/registry"
 )
@@ -31,12 +33,13 @@ func main() {
 
 func newCommand() *cobra.Command {
 	var (
-		conn     temporalconn.Options
-		dev      bool
-		dataDir  string
-		devPort  int
-		uiPort   int
-		logLevel string
+		conn        temporalconn.Options
+		dev         bool
+		dataDir     string
+		devPort     int
+		uiPort      int
+		logLevel    string
+		metricsAddr string
 	)
 	cmd := &cobra.Command{
 		Use:   "kopsdr-worker",
@@ -51,7 +54,11 @@ S3 credentials come from the worker's environment (AWS default chain, or S3_ENDP
 S3_REGION, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY as etcd-manager uses them); they never
 travel through Temporal. --dev sets KOPSDR_LOCAL_ONLY=1 unless it is set: S3 stores must then
 be on this machine (S3_ENDPOINT on 127.0.0.1) and the instance metadata service is never asked;
-KOPSDR_LOCAL_ONLY=0 lifts that.`,
+KOPSDR_LOCAL_ONLY=0 lifts that.
+
+--metrics-address HOST:PORT serves Prometheus metrics on /metrics: the Temporal SDK's
+(temporal_*) and kopsdr's backup and restore metrics (kopsdr_*), labelled by cluster and
+etcd; deploy/prometheus/kopsdr-rules.yml holds alerts on them.`,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -80,12 +87,27 @@ KOPSDR_LOCAL_ONLY=0 lifts that.`,
 				fmt.Printf("kopsdr dev: Temporal on %s (namespace %s), %s, state in %s\n",
 					srv.Frontend, conn.Namespace, ui, filepath.Join(dataDir, "temporal.db"))
 			}
+			var m *metrics.Metrics
+			if metricsAddr != "" {
+				m = metrics.New()
+				conn.MetricsHandler = m.SDKHandler()
+				addr, err := m.Serve(ctx, metricsAddr, logger)
+				if err != nil {
+					return err
+				}
+				logger.Info("serving metrics", "url", "http://"+addr.String()+"/metrics")
+			}
 			c, err := conn.Dial(logger)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
 			var wo worker.Options
+			if m != nil {
+				wo.Interceptors = append(wo.Interceptors, activities.NewMetricsInterceptor(m))
+				refresh := &metrics.Refresher{Metrics: m, Targets: m.ScheduleTargets(c.ScheduleClient()), Logger: logger}
+				go refresh.Run(ctx)
+			}
 			if dev {
 				wo.Identity = devserver.WorkerIdentity()
 			}
@@ -109,6 +131,7 @@ KOPSDR_LOCAL_ONLY=0 lifts that.`,
 	cmd.Flags().IntVar(&devPort, "dev-port", 7233, "with --dev: Temporal frontend port on 127.0.0.1")
 	cmd.Flags().IntVar(&uiPort, "ui-port", 8233, "with --dev: Web UI port on 127.0.0.1 (-1 disables the UI)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-address", "", "serve Prometheus metrics on http://HOST:PORT/metrics (e.g. 127.0.0.1:9464; empty: none)")
 	return cmd
 }
 

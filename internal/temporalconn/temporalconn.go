@@ -28,6 +28,9 @@ type Options struct {
 	TLSCA      string
 	ServerName string
 	APIKey     string
+	// MetricsHandler receives the SDK's own metrics; it is no flag (the
+	// worker sets it with --metrics-address). Nil: the SDK's no-op.
+	MetricsHandler client.MetricsHandler
 }
 
 // Bind registers the connection flags, with defaults from the environment
@@ -51,7 +54,7 @@ func envOr(name, def string) string {
 
 // ClientOptions turns the settings into SDK client options.
 func (o Options) ClientOptions(logger *slog.Logger) (client.Options, error) {
-	co := client.Options{HostPort: o.Address, Namespace: o.Namespace}
+	co := client.Options{HostPort: o.Address, Namespace: o.Namespace, MetricsHandler: o.MetricsHandler}
 	if logger != nil {
 		co.Logger = sdklog.NewStructuredLogger(logger)
 	}
