@@ -24,8 +24,8 @@ import (
 	"github.com/kopsdr/kopsdr/internal/inputerr"
 	"github.com/kopsdr/kopsdr/internal/leases"
 	"github.com/kopsdr/kopsdr/internal/restart"
-	"github.com/kopsdr/kopsdr/internal/sshdial"
 	"github.com/kopsdr/kopsdr/internal/snapshot"
+	"github.com/kopsdr/kopsdr/internal/sshdial"
 )
 
 // Restore holds the activities of the etcd-manager restore. Restarter is the
