@@ -351,6 +351,25 @@ func TestContainerdBadInput(t *testing.T) {
 	}
 }
 
+// Target.Validate checks a containerd target as the containerd restarter
+// does; Docker targets are checked as before.
+func TestValidateByRuntime(t *testing.T) {
+	if err := (restart.Target{Runtime: restart.RuntimeContainerd}).Validate(); err != nil {
+		t.Errorf("containerd target with the default socket: %v", err)
+	}
+	err := restart.Target{Runtime: restart.RuntimeContainerd, Endpoint: "tcp://10.0.0.1:2376"}.Validate()
+	if ie, ok := inputerr.As(err); !ok || ie.Field != "containerdEndpoint" {
+		t.Errorf("containerd target with a tcp endpoint: %v; want *inputerr.Error on containerdEndpoint", err)
+	}
+	err = restart.Target{Endpoint: restart.DefaultContainerdSocket}.Validate()
+	if err != nil {
+		t.Errorf("docker target on a unix socket: %v", err)
+	}
+	if ie, ok := inputerr.As(restart.Target{}.Validate()); !ok || ie.Field != "dockerEndpoint" {
+		t.Errorf("docker target without endpoint: want *inputerr.Error on dockerEndpoint")
+	}
+}
+
 // Restart compares start times, which containerd does not report.
 func TestContainerdRestartUnsupported(t *testing.T) {
 	_, err := restart.NewContainerd(nil).Restart(context.Background(), restart.Target{Master: "n"}, "main", time.Now())

@@ -120,8 +120,13 @@ func (r *dockerRestarter) open(t Target, etcdCluster string) (*session, string, 
 // Validate checks a Target without contacting it, reading the TLS files, so
 // bad input is reported as such (no retry fixes it) and not as an
 // unreachable daemon. Errors are *inputerr.Error on dockerEndpoint,
-// dockerTLSCA, dockerTLSCert or dockerTLSKey.
+// dockerTLSCA, dockerTLSCert or dockerTLSKey; for a RuntimeContainerd
+// target, on containerdEndpoint (or dockerTLSCA: TLS settings do not
+// apply).
 func (t Target) Validate() error {
+	if t.RuntimeOf() == RuntimeContainerd {
+		return validateContainerd(t)
+	}
 	fix := "use unix:///var/run/docker.sock or tcp://<master IP>:2376"
 	u, err := url.Parse(t.Endpoint)
 	switch {
