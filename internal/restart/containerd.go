@@ -1,99 +1,88 @@
 package restart
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
-	"slices"
-	"sort"
-	"strings"
+	"net/url"
+	"path/filepath"
 	"sync"
 	"time"
 
 	containersapi "github.com/containerd/containerd/api/services/containers/v1"
 	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
-	"github.com/containerd/containerd/api/types/task"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/kopsdr/kopsdr/internal/inputerr"
 	"github.com/kopsdr/kopsdr/internal/sshdial"
 )
 
-// The kubelet's CRI containers live in containerd namespace k8s.io and
-// carry these labels (set by containerd's CRI plugin from the pod spec).
-const (
-	criNamespace     = "k8s.io"
-	labelPodName     = "io.kubernetes.pod.name"
-	labelPodNS       = "io.kubernetes.pod.namespace"
-	labelPodUID      = "io.kubernetes.pod.uid"
-	labelContainer   = "io.kubernetes.container.name"
-	etcdManagerName  = "etcd-manager"
-	staticPodNS      = "kube-system"
-	defaultCtrdGrace = 90 * time.Second
-)
+// CRINamespace is the containerd namespace in which the kubelet's
+// containers live (the CRI plugin's), etcd-manager's among them.
+const CRINamespace = "k8s.io"
 
-// ContainerdOptions configure NewContainerd.
-type ContainerdOptions struct {
-	// Dial opens a connection to the target's containerd socket; nil dials
-	// t.Endpoint on the worker, or over SSH when t.SSH is set (DialContainerd).
-	Dial func(ctx context.Context, t Target) (net.Conn, error)
-	// Grace is how long Replace waits for the kubelet to start a new
-	// container after the kill (default 90 s: its restart back-off after
-	// repeated crashes reaches tens of seconds).
-	Grace time.Duration
-	Poll  time.Duration // default DefaultPoll
+// DialFunc opens a connection to t's containerd socket, t.Endpoint (the
+// default socket when t gave none). The caller decides how: over SSH to
+// the master, or on this host.
+type DialFunc func(ctx context.Context, t Target) (net.Conn, error)
+
+// NewContainerd returns a Restarter for masters whose kubelet runs its
+// containers on containerd (kops with Kubernetes 1.24 and later). It talks
+// to containerd's own gRPC API in namespace k8s.io, where the kubelet's CRI
+// containers are, through a connection dial makes per call; a nil dial
+// dials t.Endpoint's unix socket on this host.
+//
+// Unlike Docker, it never creates or starts a container: CRI containers
+// belong to the kubelet, which replaces a container whose process died
+// with a new one (a new ID). Replace kills and then waits for that.
+// Options: WithTimeout (how long the kubelet gets to bring the
+// replacement, default DefaultTimeout) and WithPoll; WithGrace does not
+// apply.
+func NewContainerd(dial DialFunc, opts ...Option) Restarter {
+	if dial == nil {
+		dial = dialLocal
+	}
+	return &containerdRestarter{waits: newWaits(opts), dial: dial}
 }
 
-// NewContainerd returns a Restarter for kops masters whose kubelet runs
-// containers on containerd (Kubernetes 1.24 and later). etcd-manager runs
-// there as the static pods etcd-manager-<cluster>-<node>; the restarter
-// finds their containers by CRI labels and kills their tasks (SIGKILL, all
-// processes). Containerd's CRI plugin sees the task exit and marks the
-// container exited; the kubelet, whose static pods have restartPolicy
-// Always, then creates a NEW container (new ID, attempt + 1). That new ID
-// is the proof. Unlike the Docker restarter it never creates or starts a
-// container itself: CRI containers belong to the kubelet.
-func NewContainerd(o ContainerdOptions) Restarter {
-	if o.Dial == nil {
-		o.Dial = DialContainerd
-	}
-	if o.Grace <= 0 {
-		o.Grace = defaultCtrdGrace
-	}
-	if o.Poll <= 0 {
-		o.Poll = DefaultPoll
-	}
-	return &containerdRestarter{o: o}
+type containerdRestarter struct {
+	waits
+	dial DialFunc
 }
 
-// DialContainerd connects to a containerd target's socket: over SSH (the
-// master's own socket, through the sudo relay unless the login is root)
-// when t.SSH is set, else on the worker.
+// DialContainerd is the worker's DialFunc: over SSH to the master's own
+// socket (through the sudo relay unless the login is root) when t.SSH is
+// set, else t's socket on this host.
 func DialContainerd(ctx context.Context, t Target) (net.Conn, error) {
-	path := strings.TrimPrefix(cmpOr(t.Endpoint, DefaultContainerdSocket), "unix://")
-	if t.SSH != nil {
-		return sshdial.DialSocket(ctx, *t.SSH, path)
+	if t.SSH == nil {
+		return dialLocal(ctx, t)
 	}
-	var d net.Dialer
-	return d.DialContext(ctx, "unix", path)
+	path, err := containerdSocket(t.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	return sshdial.DialSocket(ctx, *t.SSH, path)
 }
 
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
+// dialLocal dials t's socket on this host.
+func dialLocal(ctx context.Context, t Target) (net.Conn, error) {
+	path, err := containerdSocket(t.Endpoint)
+	if err != nil {
+		return nil, err
 	}
-	return b
+	return (&net.Dialer{}).DialContext(ctx, "unix", path)
 }
 
-type containerdRestarter struct{ o ContainerdOptions }
-
-// ctrdSession is one gRPC connection to one master's containerd.
+// ctrdSession is one connection to one master's containerd.
 type ctrdSession struct {
-	t          Target
+	t          Target // Endpoint set, to the default socket if it was empty
 	mu         sync.Mutex
 	first      net.Conn // dialled by open, handed to gRPC's first dial
 	conn       *grpc.ClientConn
@@ -101,16 +90,25 @@ type ctrdSession struct {
 	tasks      tasksapi.TasksClient
 }
 
-func (r *containerdRestarter) open(ctx context.Context, t Target, etcdCluster string) (*ctrdSession, error) {
+// open checks the names and the target and connects to t's containerd for
+// etcdCluster's containers. It returns the pod name to match: exact, or a
+// prefix when t.Master is "".
+//
+// The first connection is dialled here rather than by gRPC, which would
+// turn an SSH host-key, login or socket error into an "unavailable" text:
+// those are the operator's to fix, and must reach them typed and final.
+// gRPC's later dials (after a dropped connection) dial again.
+func (r *containerdRestarter) open(ctx context.Context, t Target, etcdCluster string) (*ctrdSession, string, error) {
 	if err := checkNames(etcdCluster, t.Master); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	// The first connection is dialled here, not by gRPC: gRPC would turn
-	// an SSH host-key or login error into a plain "unavailable" text, and
-	// those are the operator's to fix, not worth a retry.
-	first, err := r.o.Dial(ctx, t)
+	if err := validateContainerd(t); err != nil {
+		return nil, "", err
+	}
+	t.Endpoint = cmp.Or(t.Endpoint, DefaultContainerdSocket)
+	first, err := r.dial(ctx, t)
 	if err != nil {
-		return nil, dialErr(t, err)
+		return nil, "", dialErr(t, err)
 	}
 	s := &ctrdSession{t: t, first: first}
 	conn, err := grpc.NewClient("passthrough:///containerd",
@@ -119,26 +117,35 @@ func (r *containerdRestarter) open(ctx context.Context, t Target, etcdCluster st
 			if c := s.takeFirst(); c != nil {
 				return c, nil
 			}
-			return r.o.Dial(ctx, t)
+			return r.dial(ctx, t)
 		}),
-		// containerd's gRPC server wants an :authority it can parse as a host.
-		grpc.WithAuthority("localhost"))
+		// A dropped connection (an SSH forward cut) is dialled again soon,
+		// not after gRPC's default back-off of up to two minutes.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
+			BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second,
+		}, MinConnectTimeout: 10 * time.Second}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
+	)
 	if err != nil {
 		_ = first.Close()
-		return nil, &UnreachableError{Master: t.Master, Endpoint: t.Endpoint, Runtime: RuntimeContainerd, Err: err}
+		return nil, "", fmt.Errorf("%s: containerd at %s: %w", masterName(t.Master), t.Endpoint, err)
 	}
 	s.conn, s.containers, s.tasks = conn, containersapi.NewContainersClient(conn), tasksapi.NewTasksClient(conn)
-	return s, nil
+	return s, podName(etcdCluster, t.Master), nil
 }
 
-// dialErr keeps SSH's typed errors (masterErr tells final from retryable)
-// and makes anything else an unreachable runtime.
+// dialErr keeps SSH's typed errors (the activity tells final from
+// retryable by them) and makes any other dial failure an unreachable
+// containerd.
 func dialErr(t Target, err error) error {
 	var hk *sshdial.HostKeyError
 	var ae *sshdial.AuthError
 	var se *sshdial.SocketError
 	var ue *sshdial.UnreachableError
 	if errors.As(err, &hk) || errors.As(err, &ae) || errors.As(err, &se) || errors.As(err, &ue) {
+		return err
+	}
+	if _, ok := inputerr.As(err); ok {
 		return err
 	}
 	return &UnreachableError{Master: t.Master, Endpoint: t.Endpoint, Runtime: RuntimeContainerd, Err: err}
@@ -153,225 +160,69 @@ func (s *ctrdSession) takeFirst() net.Conn {
 }
 
 func (s *ctrdSession) close() {
-	_ = s.conn.Close()
+	s.conn.Close()
 	if c := s.takeFirst(); c != nil {
 		_ = c.Close()
 	}
 }
 
-// ns puts the CRI namespace on every call.
-func ns(ctx context.Context) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, "containerd-namespace", criNamespace)
+// ns puts the CRI namespace into ctx's gRPC metadata, where containerd
+// reads it ("containerd-namespace").
+func (s *ctrdSession) ns(ctx context.Context) context.Context {
+	return metadata.NewOutgoingContext(ctx, metadata.Pairs("containerd-namespace", CRINamespace))
 }
 
-// wrap names the master; a lost connection is UnreachableError (worth
-// retrying).
-func (s *ctrdSession) wrap(err error, what string) error {
-	if status.Code(err) == codes.Unavailable {
-		return &UnreachableError{Master: s.t.Master, Endpoint: s.t.Endpoint, Runtime: RuntimeContainerd, Err: fmt.Errorf("%s: %w", what, err)}
-	}
-	return fmt.Errorf("%s: %s on containerd at %s: %w", masterName(s.t.Master), what, s.t.Endpoint, err)
-}
-
-// podPrefix is the static pod name (master set) or its prefix (any node).
-func podPrefix(etcdCluster, master string) (string, bool) {
+// podName is the name of etcdCluster's etcd-manager static pod on master
+// (the manifest's name plus "-" and the node name, as the kubelet names
+// static pods), or with master "" the prefix of every node's.
+func podName(etcdCluster, master string) string {
 	if master == "" {
-		return "etcd-manager-" + etcdCluster + "-", false
+		return "etcd-manager-" + etcdCluster + "-"
 	}
-	return "etcd-manager-" + etcdCluster + "-" + master, true
+	return "etcd-manager-" + etcdCluster + "-" + master
 }
 
-// etcdManagers lists every etcd-manager container of kube-system with its
-// task state, running first, then newest first.
-func (s *ctrdSession) etcdManagers(ctx context.Context) ([]Container, map[string]string, error) {
-	resp, err := s.containers.List(ns(ctx), &containersapi.ListContainersRequest{Filters: []string{
-		fmt.Sprintf(`labels."%s"==%s,labels."%s"==%s`, labelContainer, etcdManagerName, labelPodNS, staticPodNS),
-	}})
-	if err != nil {
-		return nil, nil, s.wrap(err, "list containers")
+// validateContainerd checks a containerd Target without contacting it.
+func validateContainerd(t Target) error {
+	if t.Runtime != "" && t.Runtime != RuntimeContainerd {
+		return inputerr.New("runtime", t.Runtime, "the containerd restarter serves runtime "+RuntimeContainerd)
 	}
-	var out []Container
-	pods := map[string]string{} // container ID -> pod name
-	for _, c := range resp.Containers {
-		state, running := "no task", false
-		tr, err := s.tasks.Get(ns(ctx), &tasksapi.GetRequest{ContainerID: c.ID})
-		switch {
-		case status.Code(err) == codes.NotFound:
-		case err != nil:
-			return nil, nil, s.wrap(err, "get task of "+shortID(c.ID))
-		default:
-			state = strings.ToLower(tr.Process.Status.String())
-			running = tr.Process.Status == task.Status_RUNNING
-		}
-		created := c.CreatedAt.AsTime()
-		pod := c.Labels[labelPodName]
-		pods[c.ID] = pod
-		// containerd keeps no start time: CreatedAt stands in, and the
-		// kubelet's new container per attempt (a new ID) is the proof.
-		out = append(out, Container{ID: c.ID, Name: pod + "/" + etcdManagerName + "@" + shortID(c.ID), State: state,
-			Running: running, Created: created, StartedAt: created})
+	if t.TLSCA != "" || t.TLSCert != "" || t.TLSKey != "" {
+		return inputerr.New("dockerTLSCA", t.TLSCA, "TLS settings are for Docker's tcp endpoint; containerd is reached through its unix socket (over SSH): drop them")
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if out[i].Running != out[j].Running {
-			return out[i].Running
-		}
-		return out[i].Created.After(out[j].Created)
-	})
-	return out, pods, nil
+	_, err := containerdSocket(t.Endpoint)
+	return err
 }
 
-// find lists the containers of one etcd cluster's pod on the target.
-func (s *ctrdSession) find(ctx context.Context, etcdCluster string) ([]Container, []string, error) {
-	all, pods, err := s.etcdManagers(ctx)
-	if err != nil {
-		return nil, nil, err
+// containerdSocket is the socket path of a containerd endpoint:
+// unix:///run/containerd/containerd.sock or a bare absolute path; ""
+// means DefaultContainerdSocket.
+func containerdSocket(endpoint string) (string, error) {
+	endpoint = cmp.Or(endpoint, DefaultContainerdSocket)
+	fix := "use " + DefaultContainerdSocket + " (the socket's path on the master)"
+	if filepath.IsAbs(endpoint) {
+		return endpoint, nil
 	}
-	want, exact := podPrefix(etcdCluster, s.t.Master)
-	var mine []Container
-	var others []string
-	for _, c := range all {
-		p := pods[c.ID]
-		if (exact && p == want) || (!exact && strings.HasPrefix(p, want)) {
-			mine = append(mine, c)
-		} else if !slices.Contains(others, p) {
-			others = append(others, p)
-		}
+	u, err := url.Parse(endpoint)
+	switch {
+	case err != nil:
+		return "", inputerr.Wrap(err, "containerdEndpoint", endpoint, fix)
+	case u.Scheme != "unix" || u.Host != "" || !filepath.IsAbs(u.Path):
+		return "", inputerr.New("containerdEndpoint", endpoint, fix)
 	}
-	return mine, others, nil
+	return u.Path, nil
 }
 
-func (s *ctrdSession) notFound(etcdCluster string, others []string) error {
-	want, _ := podPrefix(etcdCluster, s.t.Master)
-	return &NotFoundError{Master: s.t.Master, Endpoint: s.t.Endpoint, Runtime: RuntimeContainerd, Prefix: want, Others: others}
+// wrap names the master and endpoint in every containerd error, and marks
+// an unanswered connection as *UnreachableError so callers can retry.
+func (s *ctrdSession) wrap(err error, doing string) error {
+	if status.Code(err) == codes.Unavailable {
+		return &UnreachableError{Master: s.t.Master, Endpoint: s.t.Endpoint, Runtime: RuntimeContainerd, Err: err}
+	}
+	return fmt.Errorf("%s: containerd at %s: %s: %w", masterName(s.t.Master), s.t.Endpoint, doing, err)
 }
 
-// Find returns the pod's containers, running first, then newest first.
-func (r *containerdRestarter) Find(ctx context.Context, t Target, etcdCluster string) ([]Container, error) {
-	s, err := r.open(ctx, t, etcdCluster)
-	if err != nil {
-		return nil, err
-	}
-	defer s.close()
-	cs, others, err := s.find(ctx, etcdCluster)
-	if err != nil {
-		return nil, err
-	}
-	if len(cs) == 0 {
-		return nil, s.notFound(etcdCluster, others)
-	}
-	return cs, nil
-}
-
-// Restart is Replace against what runs now: containerd targets are newer
-// than the clock-based path, so no history asks for it.
-func (r *containerdRestarter) Restart(ctx context.Context, t Target, etcdCluster string, _ time.Time) (Restarted, error) {
-	cs, err := r.Find(ctx, t, etcdCluster)
-	if err != nil {
-		return Restarted{}, err
-	}
-	return r.Replace(ctx, t, etcdCluster, cs)
-}
-
-// Replace kills the pod's running task unless a container the baseline
-// did not have already runs, then waits for the kubelet's new container.
-// A retry proves again: a replacement an earlier attempt caused is found
-// and nothing is killed twice.
-func (r *containerdRestarter) Replace(ctx context.Context, t Target, etcdCluster string, baseline []Container) (Restarted, error) {
-	arrive, waitGate := gateOf(ctx)
-	defer arrive()
-	res := Restarted{Master: t.Master, EtcdCluster: etcdCluster, Before: baselineBefore(baseline)}
-	s, err := r.open(ctx, t, etcdCluster)
-	if err != nil {
-		return res, err
-	}
-	defer s.close()
-	cs, others, err := s.find(ctx, etcdCluster)
-	if err != nil {
-		return res, err
-	}
-	if len(cs) == 0 {
-		return res, s.notFound(etcdCluster, others)
-	}
-	if running := runningOf(cs); len(running) == 1 {
-		if proof, ok := Proven(running[0], baseline); ok {
-			res.After, res.Action, res.Proof = running[0], ActionAlreadyRestarted, proof
-			return res, nil
-		}
-	}
-	if err := waitGate(); err != nil {
-		return res, err
-	}
-	return r.awaitReplaced(ctx, s, etcdCluster, res, baseline, cs)
-}
-
-func runningOf(cs []Container) []Container {
-	return slices.DeleteFunc(slices.Clone(cs), func(c Container) bool { return !c.Running })
-}
-
-// awaitReplaced kills whatever unproven task runs until a proven container
-// runs alone, or the grace period ends.
-func (r *containerdRestarter) awaitReplaced(ctx context.Context, s *ctrdSession, etcdCluster string, res Restarted, baseline, cs []Container) (Restarted, error) {
-	wctx, cancel := context.WithTimeout(ctx, r.o.Grace)
-	defer cancel()
-	var (
-		lastKill   time.Time
-		lastKilled string
-		lastErr    error
-	)
-	for {
-		running := runningOf(cs)
-		switch {
-		case len(running) == 1:
-			c := running[0]
-			if proof, ok := Proven(c, baseline); ok {
-				res.After, res.Proof, res.Action = c, proof, ActionAlreadyRestarted
-				if res.Killed != "" {
-					res.Action = ActionKilled
-				}
-				return res, nil
-			}
-			if c.ID != lastKilled || time.Since(lastKill) >= killResend {
-				lastKill, lastKilled = time.Now(), c.ID
-				_, err := s.tasks.Kill(ns(wctx), &tasksapi.KillRequest{ContainerID: c.ID, Signal: 9, All: true})
-				switch {
-				case err == nil, status.Code(err) == codes.NotFound, status.Code(err) == codes.FailedPrecondition:
-					// Not found / not running: it ended by itself meanwhile.
-					res.Killed = c.ID
-				default:
-					lastErr = s.wrap(err, "kill "+c.Name)
-				}
-			}
-		case len(running) > 1:
-			lastErr = fmt.Errorf("%d containers running (%s)", len(running), describeContainers(running))
-		}
-		select {
-		case <-wctx.Done():
-			if ctx.Err() != nil {
-				return res, ctx.Err()
-			}
-			pod, _ := podPrefix(etcdCluster, s.t.Master)
-			msg := fmt.Sprintf("%s: the kubelet started no new %s container within %s after its task was killed (baseline: %s; now: %s); "+
-				"kopsdr never starts CRI containers itself. On the master check: sudo systemctl status kubelet; sudo journalctl -u kubelet | grep %s; sudo crictl ps -a --name etcd-manager",
-				masterName(s.t.Master), pod, r.o.Grace, describeContainers(baseline), describeContainers(cs), pod)
-			if lastErr != nil {
-				return res, fmt.Errorf("%s: %w", msg, lastErr)
-			}
-			return res, errors.New(msg)
-		case <-time.After(r.o.Poll):
-		}
-		found, _, err := s.find(wctx, etcdCluster)
-		if err != nil {
-			lastErr = err // the connection may be re-dialled on the next look
-			continue
-		}
-		cs = found
-	}
-}
-
-// LogTail cannot read logs through containerd: the kubelet writes them to
-// files on the master. It says where they are.
-func (r *containerdRestarter) LogTail(ctx context.Context, t Target, etcdCluster string, lines int) (string, error) {
-	pod, _ := podPrefix(etcdCluster, t.Master)
-	return "", fmt.Errorf("%s: the kubelet keeps etcd-manager's log on the master, not in containerd: sudo crictl logs --tail %d $(sudo crictl ps -q --name etcd-manager --label io.kubernetes.pod.name=%s), or /var/log/pods/kube-system_%s_*/etcd-manager/",
-		masterName(t.Master), max(lines, 1), pod, pod)
-}
+// ErrLogsUnavailable is what LogTail returns under containerd: the
+// kubelet's CRI plugin writes container logs to files on the master, and
+// containerd's API does not serve them.
+var ErrLogsUnavailable = errors.New("etcd-manager's log is not available through containerd's API")

@@ -35,37 +35,47 @@ const (
 	maxLogBytes = 1 << 20
 )
 
-// Option changes how the Docker restarter waits.
-type Option func(*dockerRestarter)
+// Option changes how a restarter waits.
+type Option func(*waits)
 
-// WithTimeout bounds how long Restart waits, after the kill, for a matching
-// container to run again (default DefaultTimeout).
-func WithTimeout(d time.Duration) Option { return func(r *dockerRestarter) { r.timeout = d } }
+// waits are the restarters' waiting times, set by Options.
+type waits struct {
+	timeout, grace, poll time.Duration
+}
+
+func newWaits(opts []Option) waits {
+	w := waits{timeout: DefaultTimeout, grace: DefaultGrace, poll: DefaultPoll}
+	for _, o := range opts {
+		o(&w)
+	}
+	return w
+}
+
+// WithTimeout bounds how long Restart and Replace wait, after the kill,
+// for a matching container to run again (default DefaultTimeout).
+func WithTimeout(d time.Duration) Option { return func(w *waits) { w.timeout = d } }
 
 // WithGrace is how long Restart leaves the kubelet to replace a killed
 // container before starting it itself (default DefaultGrace). The kubelet
 // normally replaces it within a second or two; only its crash-loop back-off
-// (10 s and up) takes longer.
-func WithGrace(d time.Duration) Option { return func(r *dockerRestarter) { r.grace = d } }
+// (10 s and up) takes longer. The containerd restarter never starts a
+// container itself and ignores it.
+func WithGrace(d time.Duration) Option { return func(w *waits) { w.grace = d } }
 
 // WithPoll is how often Restart looks at the containers while it waits
 // (default DefaultPoll).
-func WithPoll(d time.Duration) Option { return func(r *dockerRestarter) { r.poll = d } }
+func WithPoll(d time.Duration) Option { return func(w *waits) { w.poll = d } }
 
 // NewDocker returns a Restarter that talks to each Target's Docker daemon
 // through the Docker Engine API, negotiating the API version (kops masters
 // run Docker 19.03/20.10). It opens a client per call, as calls are few and
 // targets many.
 func NewDocker(opts ...Option) Restarter {
-	r := &dockerRestarter{timeout: DefaultTimeout, grace: DefaultGrace, poll: DefaultPoll}
-	for _, o := range opts {
-		o(r)
-	}
-	return r
+	return &dockerRestarter{waits: newWaits(opts)}
 }
 
 type dockerRestarter struct {
-	timeout, grace, poll time.Duration
+	waits
 }
 
 // session is one client for one Target.
@@ -110,8 +120,13 @@ func (r *dockerRestarter) open(t Target, etcdCluster string) (*session, string, 
 // Validate checks a Target without contacting it, reading the TLS files, so
 // bad input is reported as such (no retry fixes it) and not as an
 // unreachable daemon. Errors are *inputerr.Error on dockerEndpoint,
-// dockerTLSCA, dockerTLSCert or dockerTLSKey.
+// dockerTLSCA, dockerTLSCert or dockerTLSKey; for a RuntimeContainerd
+// target, on containerdEndpoint (or dockerTLSCA: TLS settings do not
+// apply).
 func (t Target) Validate() error {
+	if t.RuntimeOf() == RuntimeContainerd {
+		return validateContainerd(t)
+	}
 	fix := "use unix:///var/run/docker.sock or tcp://<master IP>:2376"
 	u, err := url.Parse(t.Endpoint)
 	switch {
@@ -153,7 +168,7 @@ func (t Target) Validate() error {
 // connection failures as *UnreachableError so callers can retry them.
 func (s *session) wrap(err error, doing string) error {
 	if client.IsErrConnectionFailed(err) {
-		return &UnreachableError{Master: s.t.Master, Endpoint: s.t.Endpoint, Err: err}
+		return &UnreachableError{Master: s.t.Master, Endpoint: s.t.Endpoint, Runtime: RuntimeDocker, Err: err}
 	}
 	return fmt.Errorf("%s: Docker at %s: %s: %w", masterName(s.t.Master), s.t.Endpoint, doing, err)
 }

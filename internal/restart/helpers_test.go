@@ -6,9 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +17,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/kopsdr/kopsdr/internal/restart"
+	"github.com/kopsdr/kopsdr/test/containerdtest"
 	"github.com/kopsdr/kopsdr/test/stack"
 )
 
@@ -28,8 +26,11 @@ var (
 	imageTag  = fmt.Sprintf("kopsdr-restart-sleeper:test-%d", os.Getpid())
 	imageOnce sync.Once
 	imageOK   bool
-	imageDir  string
 )
+
+// sleeperPkg is the stand-in for etcd-manager in the Docker and the
+// containerd tests, built once per test binary.
+const sleeperPkg = "./internal/restart/testdata/sleeper"
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -39,9 +40,7 @@ func TestMain(m *testing.M) {
 			cli.Close()
 		}
 	}
-	if imageDir != "" {
-		os.RemoveAll(imageDir)
-	}
+	containerdtest.RemoveBuilt()
 	os.Exit(code)
 }
 
@@ -51,18 +50,7 @@ func docker(t *testing.T) (*client.Client, restart.Target) {
 	t.Helper()
 	cli := stack.Docker(t)
 	imageOnce.Do(func() {
-		var err error
-		if imageDir, err = os.MkdirTemp("", "kopsdr-sleeper-"); err != nil {
-			t.Fatal(err)
-		}
-		bin := filepath.Join(imageDir, "sleeper")
-		_, file, _, _ := runtime.Caller(0)
-		cmd := exec.Command("go", "build", "-o", bin, "./testdata/sleeper")
-		cmd.Dir = filepath.Dir(file)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build sleeper: %v\n%s", err, out)
-		}
+		bin := containerdtest.BuildStatic(t, sleeperPkg)
 		stack.BuildScratchImage(t, cli, imageTag, map[string]string{"/sleeper": bin}, "/sleeper")
 		imageOK = true
 	})

@@ -4,8 +4,9 @@
 // leadership.
 //
 // Restarter is a seam. Docker (NewDocker) serves masters whose kubelet runs
-// containers on Docker; an implementation for containerd (crictl over SSM)
-// can be added behind the same interface.
+// containers on Docker; containerd (NewContainerd) serves masters whose
+// kubelet runs them through containerd's CRI plugin (kops with Kubernetes
+// 1.24 and later), over a connection to the master's containerd socket.
 package restart
 
 import (
@@ -28,6 +29,8 @@ type Target struct {
 	Master string `json:"master,omitempty"`
 	// Endpoint is the Docker daemon: unix:///var/run/docker.sock, or
 	// tcp://10.0.1.10:2376 for a master's daemon reached over the network.
+	// For RuntimeContainerd it is containerd's socket (default
+	// DefaultContainerdSocket).
 	Endpoint string `json:"endpoint"`
 	// TLSCA, TLSCert and TLSKey are PEM file paths on the worker for a tcp
 	// endpoint with TLS (Docker's --tlsverify). Paths, not contents, so no
@@ -129,9 +132,11 @@ type Restarted struct {
 // name: "main" or "events".
 type Restarter interface {
 	// Find returns the containers whose name starts with
-	// NamePrefix(etcdCluster, t.Master): running ones first, then newest
-	// first. It changes nothing; its result is what Replace takes as the
-	// baseline.
+	// NamePrefix(etcdCluster, t.Master) (under containerd: whose kubelet
+	// labels name container etcd-manager of pod
+	// etcd-manager-<etcdCluster>-<t.Master>): running ones first, then
+	// newest first. It changes nothing; its result is what Replace takes
+	// as the baseline.
 	Find(ctx context.Context, t Target, etcdCluster string) ([]Container, error)
 
 	// Restart makes a fresh etcd-manager process run, idempotently: if a
@@ -152,10 +157,12 @@ type Restarter interface {
 	// whose StartedAt is later than the baseline's StartedAt for that ID.
 	// Every time on both sides of that comparison is the master's, so no
 	// clock correction is involved. Anything not proven is killed
-	// (SIGKILL) and the replacement proven the same way; if no kubelet
-	// brings one within the grace period, kopsdr starts the stopped
-	// container itself. It never lets two matching containers run at once
-	// and never trusts what an earlier call did: a retry proves again.
+	// (SIGKILL) and the replacement proven the same way; under Docker, if
+	// no kubelet brings one within the grace period, kopsdr starts the
+	// stopped container itself (under containerd it never does: the
+	// container is the kubelet's, and Replace fails naming what to check).
+	// It never lets two matching containers run at once and never trusts
+	// what an earlier call did: a retry proves again.
 	Replace(ctx context.Context, t Target, etcdCluster string, baseline []Container) (Restarted, error)
 
 	// LogTail returns the last lines of the newest matching container's

@@ -8,8 +8,9 @@
 // kube-apiserver, keeping /registry/masterleases/<ip> alive.
 //
 // It runs in Docker containers (cmd/etcdmanager-sim, harness in
-// test/masters) so kopsdr's restore is tested against real processes that
-// it restarts through the Docker API.
+// test/masters), or containerd containers (test/cmasters), so kopsdr's
+// restore is tested against real processes that it restarts through the
+// Docker or the containerd API.
 package etcdmanagersim
 
 import (

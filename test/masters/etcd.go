@@ -9,38 +9,51 @@ import (
 	"go.etcd.io/etcd/api/v3/version"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/kopsdr/kopsdr/internal/backupstore"
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/test/etcdmanagersim"
 )
 
+// Etcd is how a test reaches a harness's two etcd clusters, main and
+// events: the Docker harness here and the containerd one (test/cmasters)
+// embed it.
+type Etcd struct {
+	MainStore, EventsStore string // file:// URLs of the backup stores
+	// MainEndpoints and EventsEndpoints are https://127.0.0.1:<port>, one per
+	// master in Masters order; the ports stay the same across restarts.
+	MainEndpoints, EventsEndpoints []string
+	CACert, ClientCert, ClientKey  string // PEM files on the host
+	Members                        int    // members per etcd cluster: one per master
+}
+
 // MasterLeaseKey is the key a kube-apiserver at ip keeps alive.
 func MasterLeaseKey(ip string) string { return etcdmanagersim.MasterLeasePrefix + ip }
 
 // ConnConfig is what an operator would give kopsdr to reach etcdCluster.
-func (c *Cluster) ConnConfig(t testing.TB, etcdCluster string) etcdconn.Config {
+func (e *Etcd) ConnConfig(t testing.TB, etcdCluster string) etcdconn.Config {
 	t.Helper()
 	return etcdconn.Config{
-		Endpoints: append([]string(nil), c.Endpoints(t, etcdCluster)...),
-		CACert:    c.CACert, Cert: c.ClientCert, Key: c.ClientKey,
+		Endpoints: append([]string(nil), e.Endpoints(t, etcdCluster)...),
+		CACert:    e.CACert, Cert: e.ClientCert, Key: e.ClientKey,
 	}
 }
 
 // Client connects to all endpoints of etcdCluster through etcdconn.New,
 // the production path, and closes the client when the test ends.
-func (c *Cluster) Client(t testing.TB, etcdCluster string) *clientv3.Client {
+func (e *Etcd) Client(t testing.TB, etcdCluster string) *clientv3.Client {
 	t.Helper()
-	return c.dial(t, c.ConnConfig(t, etcdCluster))
+	return e.dial(t, e.ConnConfig(t, etcdCluster))
 }
 
 // EndpointClient connects to one endpoint only, to check what that master
 // serves.
-func (c *Cluster) EndpointClient(t testing.TB, endpoint string) *clientv3.Client {
+func (e *Etcd) EndpointClient(t testing.TB, endpoint string) *clientv3.Client {
 	t.Helper()
-	return c.dial(t, etcdconn.Config{Endpoints: []string{endpoint}, CACert: c.CACert, Cert: c.ClientCert, Key: c.ClientKey})
+	return e.dial(t, etcdconn.Config{Endpoints: []string{endpoint}, CACert: e.CACert, Cert: e.ClientCert, Key: e.ClientKey})
 }
 
-func (c *Cluster) dial(t testing.TB, cfg etcdconn.Config) *clientv3.Client {
+func (e *Etcd) dial(t testing.TB, cfg etcdconn.Config) *clientv3.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -53,9 +66,9 @@ func (c *Cluster) dial(t testing.TB, cfg etcdconn.Config) *clientv3.Client {
 }
 
 // Seed puts kvs into etcdCluster and returns the revision after the last put.
-func (c *Cluster) Seed(t testing.TB, etcdCluster string, kvs map[string]string) int64 {
+func (e *Etcd) Seed(t testing.TB, etcdCluster string, kvs map[string]string) int64 {
 	t.Helper()
-	cli := c.Client(t, etcdCluster)
+	cli := e.Client(t, etcdCluster)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var rev int64
@@ -73,9 +86,9 @@ func (c *Cluster) Seed(t testing.TB, etcdCluster string, kvs map[string]string) 
 // main, each with a lease of ttl as an apiserver would (one that nobody
 // renews: these masters are gone). Take the backup before ttl passes and
 // the backup holds them, as it holds the IPs of masters replaced since.
-func (c *Cluster) SeedMasterLeases(t testing.TB, ttl time.Duration, ips ...string) {
+func (e *Etcd) SeedMasterLeases(t testing.TB, ttl time.Duration, ips ...string) {
 	t.Helper()
-	cli := c.Client(t, Main)
+	cli := e.Client(t, Main)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, ip := range ips {
@@ -93,28 +106,28 @@ func (c *Cluster) SeedMasterLeases(t testing.TB, ttl time.Duration, ips ...strin
 // store (snapshot of the first master, gzip'd, then the meta) and returns
 // its name. This is the harness's own simple way; kopsdr's backup
 // workflow writes the same format.
-func (c *Cluster) Backup(t testing.TB, etcdCluster string) string {
+func (e *Etcd) Backup(t testing.TB, etcdCluster string) string {
 	t.Helper()
-	cli := c.Client(t, etcdCluster)
+	cli := e.Client(t, etcdCluster)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	spec := etcdmanager.ClusterSpec{MemberCount: int32(c.opts.Masters), EtcdVersion: version.Version}
-	name, err := etcdmanagersim.WriteBackup(ctx, cli, c.Endpoints(t, etcdCluster)[0], c.Store(t, etcdCluster), spec)
+	spec := etcdmanager.ClusterSpec{MemberCount: int32(e.Members), EtcdVersion: version.Version}
+	name, err := etcdmanagersim.WriteBackup(ctx, cli, e.Endpoints(t, etcdCluster)[0], e.Store(t, etcdCluster), spec)
 	if err != nil {
 		t.Fatalf("masters: backup %s: %v", etcdCluster, err)
 	}
 	return name
 }
 
-// waitServing waits until every endpoint of both clusters answers a
+// WaitServing waits until every endpoint of both clusters answers a
 // linearizable read and lists all members.
-func (c *Cluster) waitServing(t testing.TB, d time.Duration) {
+func (e *Etcd) WaitServing(t testing.TB, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for _, ec := range []string{Main, Events} {
-		for _, ep := range c.Endpoints(t, ec) {
+		for _, ep := range e.Endpoints(t, ec) {
 			for {
-				err := c.ServesWithMembers(ep)
+				err := e.ServesWithMembers(ep)
 				if err == nil {
 					break
 				}
@@ -129,10 +142,10 @@ func (c *Cluster) waitServing(t testing.TB, d time.Duration) {
 
 // ServesWithMembers reports (nil) whether endpoint answers a linearizable
 // read and lists as many members as there are masters.
-func (c *Cluster) ServesWithMembers(endpoint string) error {
+func (e *Etcd) ServesWithMembers(endpoint string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	cli, err := etcdconn.New(ctx, etcdconn.Config{Endpoints: []string{endpoint}, CACert: c.CACert, Cert: c.ClientCert, Key: c.ClientKey, DialTimeout: 2 * time.Second})
+	cli, err := etcdconn.New(ctx, etcdconn.Config{Endpoints: []string{endpoint}, CACert: e.CACert, Cert: e.ClientCert, Key: e.ClientKey, DialTimeout: 2 * time.Second})
 	if err != nil {
 		return err
 	}
@@ -144,8 +157,45 @@ func (c *Cluster) ServesWithMembers(endpoint string) error {
 	if err != nil {
 		return err
 	}
-	if n := len(members.Members); n != c.opts.Masters {
-		return fmt.Errorf("%d members, want %d", n, c.opts.Masters)
+	if n := len(members.Members); n != e.Members {
+		return fmt.Errorf("%d members, want %d", n, e.Members)
 	}
 	return nil
+}
+
+// openStore opens a backup store URL of these clusters.
+func (e *Etcd) openStore(t testing.TB, url string) backupstore.Store {
+	t.Helper()
+	s, err := backupstore.Open(context.Background(), url, backupstore.Options{})
+	if err != nil {
+		t.Fatalf("masters: open store %s: %v", url, err)
+	}
+	return s
+}
+
+// Store opens the backup store of etcdCluster ("main" or "events").
+func (e *Etcd) Store(t testing.TB, etcdCluster string) backupstore.Store {
+	t.Helper()
+	if etcdCluster == Events {
+		return e.openStore(t, e.EventsStore)
+	}
+	e.checkCluster(t, etcdCluster)
+	return e.openStore(t, e.MainStore)
+}
+
+// Endpoints are etcdCluster's client URLs on the host.
+func (e *Etcd) Endpoints(t testing.TB, etcdCluster string) []string {
+	t.Helper()
+	if etcdCluster == Events {
+		return e.EventsEndpoints
+	}
+	e.checkCluster(t, etcdCluster)
+	return e.MainEndpoints
+}
+
+func (e *Etcd) checkCluster(t testing.TB, etcdCluster string) {
+	t.Helper()
+	if etcdCluster != Main && etcdCluster != Events {
+		t.Fatalf("masters: etcd cluster %q: want %q or %q", etcdCluster, Main, Events)
+	}
 }

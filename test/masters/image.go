@@ -34,9 +34,9 @@ var (
 	binErr  error
 )
 
-// simBinary builds cmd/etcdmanager-sim once per test binary, static
+// SimBinary builds cmd/etcdmanager-sim once per test binary, static
 // (CGO_ENABLED=0) so that it runs in a FROM-scratch image.
-func simBinary(t testing.TB) (path, hash string) {
+func SimBinary(t testing.TB) (path, hash string) {
 	t.Helper()
 	binOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "kopsdr-sim-bin-")
@@ -64,7 +64,7 @@ func simBinary(t testing.TB) (path, hash string) {
 // engine does not have it yet.
 func simImage(t testing.TB, cli *client.Client) string {
 	t.Helper()
-	path, hash := simBinary(t)
+	path, hash := SimBinary(t)
 	tag := imageRepo + ":" + hash[:16]
 	if _, err := cli.ImageInspect(context.Background(), tag); err == nil {
 		return tag

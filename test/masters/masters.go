@@ -36,7 +36,6 @@ import (
 	"github.com/docker/docker/client"
 	"go.etcd.io/etcd/api/v3/version"
 
-	"github.com/kopsdr/kopsdr/internal/backupstore"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 	"github.com/kopsdr/kopsdr/test/stack"
@@ -84,10 +83,13 @@ func (o *Options) defaults() {
 	}
 }
 
-// leaseTTL is 1.5 x renew in whole seconds (etcd's unit), at least 2 s,
+// leaseTTL is LeaseTTL(o.LeaseRenew).
+func (o *Options) leaseTTL() time.Duration { return LeaseTTL(o.LeaseRenew) }
+
+// LeaseTTL is 1.5 x renew in whole seconds (etcd's unit), at least 2 s,
 // the ratio of the apiserver's 15 s TTL to its 10 s renewal.
-func (o *Options) leaseTTL() time.Duration {
-	ttl := (o.LeaseRenew*3/2 + time.Second - 1).Truncate(time.Second)
+func LeaseTTL(renew time.Duration) time.Duration {
+	ttl := (renew*3/2 + time.Second - 1).Truncate(time.Second)
 	return max(ttl, 2*time.Second)
 }
 
@@ -98,13 +100,11 @@ type Cluster struct {
 	Masters []Master
 	// StoreDir is the host folder holding the state store; it is mounted at
 	// the same path in every container.
-	StoreDir               string
-	MainStore, EventsStore string // file:// URLs of the backup stores
-	// MainEndpoints and EventsEndpoints are https://127.0.0.1:<port>, one per
-	// master in Masters order; the ports stay the same across restarts.
-	MainEndpoints, EventsEndpoints []string
-	CACert, ClientCert, ClientKey  string // PEM files on the host
-	DockerHost                     string // e.g. unix:///var/run/docker.sock
+	StoreDir string
+	// Etcd has the stores, endpoints and client certs; its methods reach
+	// the etcd clusters (Client, Seed, Backup...).
+	Etcd
+	DockerHost string // e.g. unix:///var/run/docker.sock
 
 	id      string
 	cli     *client.Client
@@ -144,6 +144,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	c := &Cluster{
 		Name:       "masters-" + id + ".k8s.local",
 		StoreDir:   filepath.Join(base, "state"),
+		Etcd:       Etcd{Members: o.Masters},
 		DockerHost: cli.DaemonHost(),
 		id:         id,
 		cli:        cli,
@@ -179,7 +180,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	c.kubelet = newKubelet(cli, image, netName, o.KubeletDelay)
 	t.Cleanup(func() { c.cleanup(t) })
 
-	ports := hostPorts(t, 2*o.Masters)
+	ports := HostPorts(t, 2*o.Masters)
 	var pods []*pod
 	for i := range o.Masters {
 		node := fmt.Sprintf("master-%c-%s", 'a'+i, id)
@@ -201,7 +202,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	if err := c.kubelet.start(pods); err != nil {
 		t.Fatalf("masters: %v", err)
 	}
-	c.waitServing(t, 2*time.Minute)
+	c.WaitServing(t, 2*time.Minute)
 	return c
 }
 
@@ -295,47 +296,10 @@ func (c *Cluster) logContainers(t testing.TB, ctx context.Context) {
 	}
 }
 
-// openStore opens a backup store URL of this cluster.
-func (c *Cluster) openStore(t testing.TB, url string) backupstore.Store {
-	t.Helper()
-	s, err := backupstore.Open(context.Background(), url, backupstore.Options{})
-	if err != nil {
-		t.Fatalf("masters: open store %s: %v", url, err)
-	}
-	return s
-}
-
-// Store opens the backup store of etcdCluster ("main" or "events").
-func (c *Cluster) Store(t testing.TB, etcdCluster string) backupstore.Store {
-	t.Helper()
-	if etcdCluster == Events {
-		return c.openStore(t, c.EventsStore)
-	}
-	c.checkCluster(t, etcdCluster)
-	return c.openStore(t, c.MainStore)
-}
-
-// Endpoints are etcdCluster's client URLs on the host.
-func (c *Cluster) Endpoints(t testing.TB, etcdCluster string) []string {
-	t.Helper()
-	if etcdCluster == Events {
-		return c.EventsEndpoints
-	}
-	c.checkCluster(t, etcdCluster)
-	return c.MainEndpoints
-}
-
-func (c *Cluster) checkCluster(t testing.TB, etcdCluster string) {
-	t.Helper()
-	if etcdCluster != Main && etcdCluster != Events {
-		t.Fatalf("masters: etcd cluster %q: want %q or %q", etcdCluster, Main, Events)
-	}
-}
-
-// hostPorts reserves n free ports on 127.0.0.1 for the published client
+// HostPorts reserves n free ports on 127.0.0.1 for the published client
 // ports. They are fixed per pod, because kopsdr is given the endpoints
 // once and the kubelet's replacement containers must keep them.
-func hostPorts(t testing.TB, n int) []string {
+func HostPorts(t testing.TB, n int) []string {
 	t.Helper()
 	var ports []string
 	for range n {

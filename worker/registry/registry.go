@@ -29,7 +29,7 @@ func Register(r worker.Registry) {
 func Restarters() restart.Runtimes {
 	return restart.Runtimes{
 		Docker:     restart.NewDocker(),
-		Containerd: restart.NewContainerd(restart.ContainerdOptions{}),
+		Containerd: restart.NewContainerd(restart.DialContainerd),
 		Reboot: restart.NewReboot(func(ctx context.Context, region string) (*ec2.Client, error) {
 			return kops.NewEC2Client(ctx, region, "")
 		}),
