@@ -29,7 +29,7 @@ import (
 )
 
 // Restore holds the activities of the etcd-manager restore. Restarter is the
-// seam to the masters' container runtime (Docker today).
+// seam to the masters' runtimes (Docker, containerd over SSH, EC2 reboot).
 type Restore struct {
 	Restarter restart.Restarter
 }
@@ -447,7 +447,7 @@ type RestartResult struct {
 // replaced against the baseline. Every attempt proves every container
 // again: a retry after a crash finds the replacements earlier attempts
 // made and kills nothing again, and kills whatever an earlier attempt
-// missed or only believed it killed. A master whose Docker does not answer
+// missed or only believed it killed. A master whose runtime does not answer
 // fails the attempt, naming it; Temporal retries, then reports it.
 func (a *Restore) RestartEtcdManagers(ctx context.Context, in RestartInput) (RestartResult, error) {
 	stop := heartbeatEvery(ctx, 2*time.Second, func() any { return "restarting etcd-manager on every master" })
@@ -671,7 +671,7 @@ func (a *Restore) leftBehind(ctx context.Context, in WaitInput, c check, prog wa
 		t, known := in.EndpointMasters[e.Endpoint]
 		master, containerName := "an unknown master (the endpoint matches no master's IP)", "its etcd-manager-"+in.EtcdCluster+" container"
 		if known {
-			master = "master " + t.Name() + " (Docker " + t.Endpoint + ")"
+			master = "master " + t.Name() + " (" + runtimeAt(t) + ")"
 			if cs, err := a.Restarter.Find(ctx, t, in.EtcdCluster); err == nil && len(cs) > 0 {
 				containerName = "container " + cs[0].Name + " (" + shortID(cs[0].ID) + ", " + cs[0].State + ")"
 			}

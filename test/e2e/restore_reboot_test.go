@@ -44,6 +44,7 @@ func TestEtcdManagerRestoreByReboot(t *testing.T) {
 	run := f.start(t, ctx, in)
 	var res workflows.EtcdManagerRestoreResult
 	require.NoError(t, run.Get(ctx, &res), c.Timeline())
+	stack.RecordHistory(t, ctx, f.tp.Client, run.GetID(), run.GetRunID(), "etcd-manager-restore-by-reboot")
 
 	require.Len(t, res.Plan.Masters, 3)
 	for _, pm := range res.Plan.Masters {
