@@ -193,7 +193,7 @@ func TestContainerdRestorePreflightRefuses(t *testing.T) {
 			in.SSH.KnownHosts = b.EmptyKnownHosts(t)
 		}, []string{"unknown host key", "SHA256:", "get-console-output"}},
 		{"changed host key", func(in *workflows.EtcdManagerRestoreInput) {
-			in.SSH.KnownHosts = f.sshds[0].KnownHostsAt(t, f.proxies[1].Addr) // another master's key at b's address
+			in.SSH.KnownHosts = f.knownHostsWith(t, 1, f.sshds[0]) // master a's key pinned for master b
 		}, []string{"HOST KEY CHANGED", b.HostKeyFingerprint}},
 		{"wrong user key", func(in *workflows.EtcdManagerRestoreInput) {
 			in.SSH.Key = b.WrongKeyFile(t)
@@ -224,6 +224,24 @@ func TestContainerdRestorePreflightRefuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// knownHostsWith is the fixture's known_hosts with master i's entry
+// replaced by other's host key at master i's address.
+func (f *ctrdFixture) knownHostsWith(t *testing.T, i int, other *sshtest.Server) string {
+	good, err := os.ReadFile(f.knownHosts)
+	require.NoError(t, err)
+	swapped, err := os.ReadFile(other.KnownHostsAt(t, f.proxies[i].Addr))
+	require.NoError(t, err)
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(string(good)), "\n") {
+		if !strings.HasPrefix(l, "["+strings.Replace(f.proxies[i].Addr, ":", "]:", 1)) {
+			lines = append(lines, l)
+		}
+	}
+	p := filepath.Join(t.TempDir(), "known_hosts")
+	require.NoError(t, os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"+string(swapped)), 0o600))
+	return p
 }
 
 // closedAddr is a 127.0.0.1 address nothing listens on.
