@@ -280,7 +280,17 @@ func printRestorePlan(w io.Writer, p api.RestorePlan) {
 			b.EtcdCluster, b.Backup, b.Age, float64(b.Bytes)/(1<<20), b.EtcdVersion, b.MemberCount, b.Store)
 	}
 	for _, m := range p.Masters {
-		fmt.Fprintf(w, "  master %s (%s): restart %s\n", m.Master, m.Endpoint, strings.Join(m.Containers, ", "))
+		switch {
+		case m.Runtime == api.RuntimeReboot:
+			fmt.Fprintf(w, "  master %s: reboot %s\n", m.Master, m.Endpoint)
+		case m.SSH != "":
+			fmt.Fprintf(w, "  master %s (containerd %s over ssh %s): restart %s\n", m.Master, m.Endpoint, m.SSH, strings.Join(m.Containers, ", "))
+		default:
+			fmt.Fprintf(w, "  master %s (%s): restart %s\n", m.Master, m.Endpoint, strings.Join(m.Containers, ", "))
+		}
+		if m.Downtime != "" {
+			fmt.Fprintf(w, "    %s\n", m.Downtime)
+		}
 	}
 	fmt.Fprintf(w, "  leases: %s\n  safety backup: %s\n", p.LeaseRule, p.SafetyNote)
 }
