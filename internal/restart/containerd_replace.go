@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -35,13 +34,13 @@ func (r *containerdRestarter) Replace(ctx context.Context, t Target, etcdCluster
 	if err != nil {
 		return res, err
 	}
-	running := runningCtrd(cs)
+	running := runningOf(cs)
 	if len(running) > 1 {
 		// One etcd-manager per cluster per master: more means the target
 		// reaches several masters (Master "") or the kubelet is mid-change.
 		// Killing them all could take down a quorum.
 		return res, fmt.Errorf("%s: %d etcd-manager containers of %s* running in containerd at %s (%s); expected one: set the master's node name or retry",
-			masterName(t.Master), len(running), pod, s.t.Endpoint, namesCtrd(running))
+			masterName(t.Master), len(running), pod, s.t.Endpoint, names(running))
 	}
 	if len(running) == 1 {
 		if proof, ok := Proven(running[0].Container, baseline); ok {
@@ -67,7 +66,7 @@ func (r *containerdRestarter) awaitReplaced(ctx context.Context, s *ctrdSession,
 		lastErr    error
 	)
 	for {
-		running := runningCtrd(cs)
+		running := runningOf(cs)
 		switch {
 		case len(running) == 1:
 			c := running[0]
@@ -89,7 +88,7 @@ func (r *containerdRestarter) awaitReplaced(ctx context.Context, s *ctrdSession,
 		case len(running) > 1:
 			// The kubelet mid-change, or someone else started one: wait,
 			// and fail at the timeout rather than guess which to keep.
-			lastErr = fmt.Errorf("%d containers running (%s)", len(running), namesCtrd(running))
+			lastErr = fmt.Errorf("%d containers running (%s)", len(running), names(running))
 		}
 		select {
 		case <-wctx.Done():
@@ -177,18 +176,6 @@ func (r *containerdRestarter) LogTail(ctx context.Context, t Target, etcdCluster
 	}
 	return "", fmt.Errorf("%s: %w (the kubelet writes it to the master's disk): on the master run `crictl logs --tail %d %s` (container %s, %s) or read %s",
 		masterName(t.Master), ErrLogsUnavailable, lines, shortID(c.ID), c.Name, c.State, where)
-}
-
-func runningCtrd(cs []ctrdFound) []ctrdFound {
-	return slices.DeleteFunc(slices.Clone(cs), func(c ctrdFound) bool { return !c.Running })
-}
-
-func namesCtrd(cs []ctrdFound) string {
-	out := make([]string, len(cs))
-	for i, c := range cs {
-		out[i] = c.Name
-	}
-	return strings.Join(out, ", ")
 }
 
 func describeCtrd(cs []ctrdFound) string {

@@ -317,7 +317,7 @@ func (r *dockerRestarter) Restart(ctx context.Context, t Target, etcdCluster str
 	if len(cs) == 0 {
 		return Restarted{}, s.notFound(ctx, prefix)
 	}
-	running := slices.DeleteFunc(slices.Clone(cs), func(c found) bool { return !c.Running })
+	running := runningOf(cs)
 	if len(running) > 1 {
 		// One etcd-manager per cluster per master: more means the target
 		// reaches several masters (Master "") or the kubelet is mid-change.
@@ -370,7 +370,7 @@ func (r *dockerRestarter) Replace(ctx context.Context, t Target, etcdCluster str
 	if len(cs) == 0 {
 		return res, s.notFound(ctx, prefix)
 	}
-	running := slices.DeleteFunc(slices.Clone(cs), func(c found) bool { return !c.Running })
+	running := runningOf(cs)
 	if len(running) > 1 {
 		// See Restart: never two etcd-managers of one cluster on a master,
 		// and killing both could take down a quorum.
@@ -415,7 +415,7 @@ func (r *dockerRestarter) awaitReplaced(ctx context.Context, s *session, prefix 
 		idleSince time.Time
 	)
 	for {
-		running := slices.DeleteFunc(slices.Clone(cs), func(c found) bool { return !c.Running })
+		running := runningOf(cs)
 		if len(running) > 0 {
 			idleSince = time.Time{}
 		} else if idleSince.IsZero() {
@@ -682,12 +682,24 @@ func maxTime(a, b time.Time) time.Time {
 	return a
 }
 
-func names(cs []found) string {
+// listed is a container as a runtime's listing found it: Container and
+// what that runtime adds.
+type listed interface{ base() Container }
+
+func (c Container) base() Container { return c }
+
+// names lists the containers' names.
+func names[T listed](cs []T) string {
 	out := make([]string, len(cs))
 	for i, c := range cs {
-		out[i] = c.Name
+		out[i] = c.base().Name
 	}
 	return strings.Join(out, ", ")
+}
+
+// runningOf keeps the running containers.
+func runningOf[T listed](cs []T) []T {
+	return slices.DeleteFunc(slices.Clone(cs), func(c T) bool { return !c.base().Running })
 }
 
 func describe(cs []found) string {

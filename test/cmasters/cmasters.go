@@ -45,35 +45,8 @@ const (
 	Events = masters.Events
 )
 
-// Options shape a test control plane.
-type Options struct {
-	Masters int // default 3
-	// RestoreDelay is how long the stand-in serves old data after a restart
-	// before it starts a pending restore (real etcd-manager: 20-35 s).
-	RestoreDelay time.Duration // default 2s
-	// WithAPIServer makes each master's main container also play its
-	// kube-apiserver, keeping /registry/masterleases/<Master.IP> alive.
-	WithAPIServer bool
-	LeaseRenew    time.Duration // default 2s; the lease TTL is 1.5 times that, at least 2 s
-	// KubeletDelay is how long after a task dies its replacement is
-	// started (the kubelet notices within about a second).
-	KubeletDelay time.Duration // default 1s
-}
-
-func (o *Options) defaults() {
-	if o.Masters <= 0 {
-		o.Masters = 3
-	}
-	if o.RestoreDelay <= 0 {
-		o.RestoreDelay = 2 * time.Second
-	}
-	if o.LeaseRenew <= 0 {
-		o.LeaseRenew = 2 * time.Second
-	}
-	if o.KubeletDelay <= 0 {
-		o.KubeletDelay = time.Second
-	}
-}
+// Options shape a test control plane, as for the Docker one.
+type Options = masters.Options
 
 // Cluster is one test control plane on containerd. Everything kopsdr
 // needs to reach it is in the exported fields.
@@ -109,7 +82,7 @@ type Master struct {
 // with KOPSDR_MASTERS_LOGS=1).
 func Start(t testing.TB, o Options) *Cluster {
 	t.Helper()
-	o.defaults()
+	o.Defaults()
 	d := containerdtest.Start(t)
 	bin, hash := masters.SimBinary(t)
 	img := d.ImportImage(t, "kopsdr.test/etcdmanager-sim:"+hash[:16], map[string]string{"/etcdmanager-sim": bin}, "/etcdmanager-sim")

@@ -68,7 +68,8 @@ type Options struct {
 	KubeletDelay time.Duration // default 1s
 }
 
-func (o *Options) defaults() {
+// Defaults fills in what o leaves zero (also for test/cmasters).
+func (o *Options) Defaults() {
 	if o.Masters <= 0 {
 		o.Masters = 3
 	}
@@ -135,7 +136,7 @@ const (
 // containers' output when the test failed).
 func Start(t testing.TB, o Options) *Cluster {
 	t.Helper()
-	o.defaults()
+	o.Defaults()
 	cli := stack.Docker(t)
 	image := simImage(t, cli)
 
