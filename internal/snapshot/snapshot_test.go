@@ -111,6 +111,11 @@ func TestVerifyGzipRejectsDamage(t *testing.T) {
 
 	raw := gunzipBytes(t, good.Bytes())
 	require.Equal(t, res.RawBytes, int64(len(raw)))
+	// VerifyGzipTo hands over the very raw stream it checked.
+	var out bytes.Buffer
+	_, err = snapshot.VerifyGzipTo(bytes.NewReader(good.Bytes()), &out)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(raw, out.Bytes()))
 
 	flipped := bytes.Clone(raw)
 	flipped[len(flipped)/2] ^= 0x01

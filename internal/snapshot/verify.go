@@ -19,14 +19,20 @@ type VerifyResult struct {
 // VerifyGzip decompresses r as it reads and checks that the snapshot inside
 // ends with a correct sha256 trailer, the check etcd-manager's restore makes.
 // It reads r to the end with constant memory.
-func VerifyGzip(r io.Reader) (VerifyResult, error) {
+func VerifyGzip(r io.Reader) (VerifyResult, error) { return VerifyGzipTo(r, io.Discard) }
+
+// VerifyGzipTo is VerifyGzip that also writes the decompressed snapshot,
+// trailer included, to w as it goes, so a caller that needs the raw file
+// (a restore drill) gets it from the same single pass. What w received is
+// only a good snapshot when the error is nil.
+func VerifyGzipTo(r io.Reader, w io.Writer) (VerifyResult, error) {
 	gzIn := newCountingHash(io.Discard)
 	zr, err := gzip.NewReader(io.TeeReader(r, gzIn))
 	if err != nil {
 		return VerifyResult{}, fmt.Errorf("verify: not gzip: %w", err)
 	}
 	raw := newRawCheck()
-	if _, err := io.CopyBuffer(raw, zr, make([]byte, bufSize)); err != nil {
+	if _, err := io.CopyBuffer(io.MultiWriter(raw, w), zr, make([]byte, bufSize)); err != nil {
 		return VerifyResult{}, fmt.Errorf("verify: decompress after %d bytes: %w", raw.n, err)
 	}
 	if err := zr.Close(); err != nil {
