@@ -130,6 +130,22 @@ func TestGoodBackupPasses(t *testing.T) {
 	assert.Contains(t, stages, "restore")
 	assert.Contains(t, stages, "start")
 	assertNoScratch(t, tmp)
+
+	// The result round-trips beside the backup, where etcd-manager still
+	// lists the backup as before.
+	_, ok, err := drill.ReadResult(testCtx(t), f.store, f.backup)
+	require.NoError(t, err)
+	assert.False(t, ok)
+	require.NoError(t, drill.WriteResult(testCtx(t), f.store, f.backup, res))
+	got, ok, err := drill.ReadResult(testCtx(t), f.store, f.backup)
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, res.Counts, got.Counts)
+	assert.Equal(t, res.Revision, got.Revision)
+	assert.True(t, got.At.Equal(res.At))
+	names, err := etcdmanager.ListBackups(testCtx(t), f.store)
+	require.NoError(t, err)
+	assert.Equal(t, []string{f.backup}, names)
 }
 
 func TestDamagedObjectFailsVerification(t *testing.T) {
