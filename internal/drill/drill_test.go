@@ -172,6 +172,7 @@ func TestDamagedObjectFailsVerification(t *testing.T) {
 			assert.Contains(t, res.Failures[0].Reason, f.backup+"/etcd.backup.gz does not verify")
 			assert.Contains(t, res.Failures[0].Reason, tc.want)
 			assert.Zero(t, res.Timings.RestoreSeconds, "no restore of a bad backup")
+			assert.Zero(t, res.Timings.RTOSeconds, "no RTO without a restore")
 			assertNoScratch(t, tmp)
 		})
 	}
