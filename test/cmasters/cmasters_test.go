@@ -60,7 +60,10 @@ func TestMastersServeAndKubeletReplaces(t *testing.T) {
 // gate. Each is killed exactly once and replaced by the kubelet, kopsdr
 // starts nothing, and the restored data is served with all members.
 func TestReplaceRestoresAllEtcdManagers(t *testing.T) {
-	c := cmasters.Start(t, cmasters.Options{RestoreDelay: 2 * time.Second})
+	// As real etcd-manager (20-35 s), the leader waits for every peer the
+	// kubelet stand-in brings back; 2 s could beat a slow replacement on a
+	// loaded machine, as it once did for the Docker harness.
+	c := cmasters.Start(t, cmasters.Options{RestoreDelay: 10 * time.Second})
 	ctx := ctxT(t, 3*time.Minute)
 
 	mainKVs, eventsKVs := map[string]string{}, map[string]string{}
