@@ -108,6 +108,7 @@ func TestBadInputStartsNothing(t *testing.T) {
 		{"restore reboot mixed with docker", restore("--region", "us-east-1", "--master", "name=c,runtime=reboot,instance=i-0123456789abcdef0,ip=10.0.1.12"), []string{"reboot every master or none"}},
 		{"restore reboot bad instance", append(append([]string{"restore", "etcd-manager", "--cluster", "c.example.com", "--state-store", state, "--region", "us-east-1"}, eps...), master("name=a,runtime=reboot,instance=web-1,ip=10.0.1.10")...), []string{"instance=", "i-0123456789abcdef0"}},
 		{"restore ssh jump bad", restore("--master", "name=c,ssh=10.0.1.12,ip=10.0.1.12", "--ssh-jump", "bastion:ssh"), []string{"--ssh-jump", "bastion:ssh"}},
+		{"restore ssh known hosts tilde", restore("--master", "name=c,ssh=10.0.1.12,ip=10.0.1.12", "--ssh-known-hosts", "~/.ssh/known_hosts"), []string{"--ssh-known-hosts", "absolute path"}},
 		{"restore ssh key relative", restore("--master", "name=c,ssh=10.0.1.12,ip=10.0.1.12", "--ssh-key", "id_ed25519"), []string{"--ssh-key", "absolute path"}},
 		{"restore ssh flags without ssh masters", restore("--ssh-user", "admin"), []string{"--ssh", "no master is reached over SSH"}},
 		{"restore runtime without discover", restore("--runtime", "containerd"), []string{"--runtime", "--discover-region"}},

@@ -470,8 +470,8 @@ func (in EtcdManagerRestoreInput) checkSSH() error {
 		}
 	}
 	for _, f := range []struct{ field, path string }{{"ssh.key", s.Key}, {"ssh.knownHosts", s.KnownHosts}} {
-		if f.path != "" && !strings.HasPrefix(f.path, "/") && !strings.HasPrefix(f.path, "~/") {
-			return invalid(f.field, f.path, "give an absolute path on the worker (or ~/...)")
+		if f.path != "" && !strings.HasPrefix(f.path, "/") {
+			return invalid(f.field, f.path, "give an absolute path on the worker (nothing expands ~ there)")
 		}
 	}
 	usesSSH := in.Discover != nil
