@@ -111,6 +111,7 @@ func TestBadInputStartsNothing(t *testing.T) {
 		{"restore ssh known hosts tilde", restore("--master", "name=c,ssh=10.0.1.12,ip=10.0.1.12", "--ssh-known-hosts", "~/.ssh/known_hosts"), []string{"--ssh-known-hosts", "absolute path"}},
 		{"restore ssh key relative", restore("--master", "name=c,ssh=10.0.1.12,ip=10.0.1.12", "--ssh-key", "id_ed25519"), []string{"--ssh-key", "absolute path"}},
 		{"restore ssh flags without ssh masters", restore("--ssh-user", "admin"), []string{"--ssh", "no master is reached over SSH"}},
+		{"restore ssh flags with docker discovery", append(append([]string{"restore", "etcd-manager", "--cluster", "c.example.com", "--state-store", state}, eps...), "--discover-region", "us-east-1", "--runtime", "docker", "--ssh-user", "admin"), []string{"--ssh", "no master is reached over SSH"}},
 		{"restore runtime without discover", restore("--runtime", "containerd"), []string{"--runtime", "--discover-region"}},
 		{"restore discover runtime typo", append(append([]string{"restore", "etcd-manager", "--cluster", "c.example.com", "--state-store", state}, eps...), "--discover-region", "us-east-1", "--runtime", "podman"), []string{"--runtime", `"podman"`}},
 		{"restore no lease IPs", append(append([]string{"restore", "etcd-manager", "--cluster", "c.example.com", "--state-store", state}, eps...), master("name=a,docker=tcp://10.0.1.10:2376")...), []string{"--live-master-ip", "noLeaseCleanup"}},

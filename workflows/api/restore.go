@@ -474,12 +474,12 @@ func (in EtcdManagerRestoreInput) checkSSH() error {
 			return invalid(f.field, f.path, "give an absolute path on the worker (nothing expands ~ there)")
 		}
 	}
-	usesSSH := in.Discover != nil
+	usesSSH := in.Discover != nil && (in.Discover.Runtime == "" || in.Discover.Runtime == RuntimeContainerd)
 	for _, m := range in.Masters {
 		usesSSH = usesSSH || m.SSH != ""
 	}
 	if !usesSSH {
-		return invalid("ssh", s.User+s.Key, `no master is reached over SSH: drop "ssh", or give masters an "ssh" address`)
+		return invalid("ssh", s.User+s.Key, `no master is reached over SSH: drop "ssh", or give masters an "ssh" address (or discover containerd masters)`)
 	}
 	return nil
 }
