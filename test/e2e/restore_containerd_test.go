@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -66,20 +65,9 @@ func newCtrdFixture(t *testing.T, worker bool) *ctrdFixture {
 		f.tp.StartWorker(t)
 	}
 
-	ctx := stack.Context(t, 3*time.Minute)
-	kvs := map[string]string{}
-	for i := range 30 {
-		kvs[fmt.Sprintf("/registry/configmaps/default/cm-%03d", i)] = fmt.Sprintf(`{"data":{"n":"%d"}}`, i)
-	}
-	f.c.Seed(t, cmasters.Main, kvs)
-	f.c.Seed(t, cmasters.Events, map[string]string{"/registry/events/default/ev-1": "e"})
-	f.c.SeedMasterLeases(t, time.Minute, masters.OldMasterIPs...)
+	seedBeforeBackup(t, &f.c.Etcd)
 	f.backups[cmasters.Main], f.backups[cmasters.Events] = f.c.Backup(t, cmasters.Main), f.c.Backup(t, cmasters.Events)
-	main := f.c.Client(t, cmasters.Main)
-	_, err := main.Put(ctx, "/registry/configmaps/default/after-backup", "x")
-	require.NoError(t, err)
-	_, err = main.Delete(ctx, "/registry/configmaps/default/cm-001")
-	require.NoError(t, err)
+	changeAfterBackup(t, stack.Context(t, 3*time.Minute), &f.c.Etcd)
 	return f
 }
 

@@ -47,13 +47,7 @@ func newRestoreFixture(t *testing.T, worker bool) *restoreFixture {
 		f.tp.StartWorker(t)
 	}
 	ctx := stack.Context(t, 3*time.Minute)
-	kvs := map[string]string{}
-	for i := range 30 {
-		kvs[fmt.Sprintf("/registry/configmaps/default/cm-%03d", i)] = fmt.Sprintf(`{"data":{"n":"%d"}}`, i)
-	}
-	f.c.Seed(t, masters.Main, kvs)
-	f.c.Seed(t, masters.Events, map[string]string{"/registry/events/default/ev-1": "e"})
-	f.c.SeedMasterLeases(t, time.Minute, masters.OldMasterIPs...)
+	seedBeforeBackup(t, &f.c.Etcd)
 	for _, m := range f.c.Masters { // live apiservers have written their keys
 		require.Eventually(t, func() bool { return f.get(t, ctx, masters.MasterLeaseKey(m.IP)) != nil }, 30*time.Second, 200*time.Millisecond)
 	}
@@ -62,13 +56,30 @@ func newRestoreFixture(t *testing.T, worker bool) *restoreFixture {
 	} else {
 		f.backups[masters.Main], f.backups[masters.Events] = f.c.Backup(t, masters.Main), f.c.Backup(t, masters.Events)
 	}
-	// Changes after the backup, which the restore must undo.
-	main := f.c.Client(t, masters.Main)
+	changeAfterBackup(t, ctx, &f.c.Etcd)
+	return f
+}
+
+// seedBeforeBackup writes what the backup holds: 30 configmaps in main, an
+// event in events, and the master leases of three masters long gone.
+func seedBeforeBackup(t *testing.T, e *masters.Etcd) {
+	kvs := map[string]string{}
+	for i := range 30 {
+		kvs[fmt.Sprintf("/registry/configmaps/default/cm-%03d", i)] = fmt.Sprintf(`{"data":{"n":"%d"}}`, i)
+	}
+	e.Seed(t, masters.Main, kvs)
+	e.Seed(t, masters.Events, map[string]string{"/registry/events/default/ev-1": "e"})
+	e.SeedMasterLeases(t, time.Minute, masters.OldMasterIPs...)
+}
+
+// changeAfterBackup makes the changes a restore must undo: a key written
+// and a key deleted after the backup.
+func changeAfterBackup(t *testing.T, ctx context.Context, e *masters.Etcd) {
+	main := e.Client(t, masters.Main)
 	_, err := main.Put(ctx, "/registry/configmaps/default/after-backup", "x")
 	require.NoError(t, err)
 	_, err = main.Delete(ctx, "/registry/configmaps/default/cm-001")
 	require.NoError(t, err)
-	return f
 }
 
 func (f *restoreFixture) backupWithKopsdr(t *testing.T, ctx context.Context) {
