@@ -75,11 +75,7 @@ func TestRestoreWorkerKilledAfterEachStep(t *testing.T) {
 	f := newRestoreFixture(t, false)
 	ctx := stack.Context(t, 10*time.Minute)
 	commands := watchCommands(t, ctx, f)
-	startWorker := func() *stack.Proc {
-		w := stack.StartProc(t, filepath.Join(bin, "kopsdr-worker"), nil, f.tp.ConnFlags()...)
-		w.WaitOutput(t, "kopsdr worker started", time.Minute)
-		return w
-	}
+	startWorker := func() *stack.Proc { return startWorkerProc(t, bin, f.tp) }
 	w := startWorker()
 	in := f.input()
 	in.Approve = true
@@ -121,6 +117,14 @@ func TestRestoreWorkerKilledAfterEachStep(t *testing.T) {
 			w = startWorker()
 		}
 	}
+}
+
+// startWorkerProc runs the kopsdr-worker binary against tp until the test
+// ends (or the test kills it), once it says it has started.
+func startWorkerProc(t *testing.T, bin string, tp *stack.Temporal) *stack.Proc {
+	w := stack.StartProc(t, filepath.Join(bin, "kopsdr-worker"), nil, tp.ConnFlags()...)
+	w.WaitOutput(t, "kopsdr worker started", time.Minute)
+	return w
 }
 
 // finishedSteps counts the activities and child workflows the history

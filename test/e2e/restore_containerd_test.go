@@ -249,11 +249,7 @@ func TestContainerdRestoreSurvivesWorkerKillsAndDroppedSSH(t *testing.T) {
 	bin := stack.Binaries(t)
 	f := newCtrdFixture(t, false)
 	ctx := stack.Context(t, 10*time.Minute)
-	startWorker := func() *stack.Proc {
-		w := stack.StartProc(t, filepath.Join(bin, "kopsdr-worker"), nil, f.tp.ConnFlags()...)
-		w.WaitOutput(t, "kopsdr worker started", time.Minute)
-		return w
-	}
+	startWorker := func() *stack.Proc { return startWorkerProc(t, bin, f.tp) }
 	w := startWorker()
 	in := f.input()
 	in.Approve = true
