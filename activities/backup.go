@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
+	"github.com/kopsdr/kopsdr/internal/drill"
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/internal/kopsspec"
@@ -83,6 +84,9 @@ type UploadResult struct {
 	snapshot.Result
 	Endpoint    string `json:"endpoint"`
 	MemberCount int32  `json:"memberCount"`
+	// Counts are the live cluster's key counts around the snapshot, for a
+	// drill to compare with; nil when they could not be recorded.
+	Counts *drill.Recorded `json:"counts,omitempty"`
 }
 
 // UploadProgress is the heartbeat detail: bytes read from etcd and written.
@@ -123,6 +127,11 @@ func (a *Backup) UploadSnapshot(ctx context.Context, in UploadInput) (UploadResu
 	stop := heartbeatEvery(ctx, 5*time.Second, func() any { return progress.load() })
 	defer stop()
 
+	rec, recErr := drill.StartRecorder(ctx, cli)
+	if recErr == nil {
+		defer rec.Stop()
+	}
+
 	pr, pw := io.Pipe()
 	type putResult struct {
 		n   int64
@@ -156,7 +165,26 @@ func (a *Backup) UploadSnapshot(ctx context.Context, in UploadInput) (UploadResu
 	if err != nil {
 		return UploadResult{}, etcdErr(in.Etcd, err)
 	}
-	return UploadResult{Result: res, Endpoint: endpoint, MemberCount: int32(len(members.Members))}, nil
+	out := UploadResult{Result: res, Endpoint: endpoint, MemberCount: int32(len(members.Members))}
+	out.Counts = finishCounts(ctx, rec, recErr)
+	return out, nil
+}
+
+// finishCounts ends the recording of key counts. Counts only serve a later
+// drill, so failing to record them never fails the backup: the drill then
+// reports counts instead of comparing them, as for etcd-manager's backups.
+func finishCounts(ctx context.Context, rec *drill.Recorder, startErr error) *drill.Recorded {
+	err := startErr
+	if err == nil {
+		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		var r drill.Recorded
+		if r, err = rec.Finish(fctx); err == nil {
+			return &r
+		}
+	}
+	logger(ctx).Warn("backup: key counts not recorded; a drill will report them without comparing", "error", err)
+	return nil
 }
 
 // FinalizeInput carries what the upload measured, to be checked again.
@@ -185,6 +213,9 @@ type Facts struct {
 	WorkflowID   string    `json:"workflowId"`
 	CreatedAt    time.Time `json:"createdAt"`
 	KopsdrFormat int       `json:"kopsdrFormat"`
+	// Counts are the keys per /registry/<resource>/ prefix around the
+	// snapshot (drill.Recorded), which a drill compares with the restore.
+	Counts *drill.Recorded `json:"counts,omitempty"`
 }
 
 // FinalizeBackup reads the uploaded object back, checks it (gzip, the
@@ -200,7 +231,7 @@ func (a *Backup) FinalizeBackup(ctx context.Context, in FinalizeInput) (Facts, e
 		Backup: in.Name, GzipBytes: in.Upload.GzipBytes, GzipSHA256: in.Upload.GzipSHA256,
 		RawBytes: in.Upload.RawBytes, RawSHA256: in.Upload.RawSHA256, Revision: in.Upload.Revision,
 		EtcdVersion: in.Upload.EtcdVersion, Endpoint: in.Upload.Endpoint, WorkflowID: in.WorkflowID,
-		CreatedAt: in.Timestamp.UTC(), KopsdrFormat: 1,
+		CreatedAt: in.Timestamp.UTC(), KopsdrFormat: 1, Counts: in.Upload.Counts,
 	}
 	if _, err := store.Stat(ctx, in.Name+"/"+etcdmanager.MetaFile); err == nil {
 		return facts, nil // already finalized by an earlier attempt

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
@@ -174,4 +176,13 @@ func (h *heartbeatReader) Read(p []byte) (int, error) {
 		h.last = time.Now()
 	}
 	return n, err
+}
+
+// logger is the activity's logger, or slog's default outside an activity
+// (plain Go callers and tests call activities as functions too).
+func logger(ctx context.Context) log.Logger {
+	if !activity.IsActivity(ctx) {
+		return slog.Default()
+	}
+	return activity.GetLogger(ctx)
 }

@@ -79,11 +79,7 @@ func check(ctx context.Context, srv *server, opts Options, res *Result) error {
 	if res.Counts.ByPrefix[masterLeases] == 0 {
 		res.fail("required", "no master lease under %s", masterLeases)
 	}
-	if opts.Expected != nil {
-		for _, d := range compare(res.Counts, *opts.Expected) {
-			res.fail("count", "%s", d)
-		}
-	}
+	compareRecorded(res, opts.Expected)
 	return nil
 }
 
@@ -112,4 +108,22 @@ func sortedUnion(a, b map[string]int64) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// compareRecorded checks the restored counts against those recorded at
+// the snapshot's revision. A revision outside the recording means the data
+// is not the snapshot the backup took.
+func compareRecorded(res *Result, rec *Recorded) {
+	if rec == nil {
+		return
+	}
+	res.CountsCompared = true
+	want, ok := rec.At(res.Revision)
+	if !ok {
+		res.fail("count", "the restored data is at revision %d; the backup recorded revisions %d to %d", res.Revision, rec.Revision, rec.UpTo)
+		return
+	}
+	for _, d := range compare(res.Counts, want) {
+		res.fail("count", "%s", d)
+	}
 }

@@ -29,8 +29,10 @@ type Options struct {
 	// needs about twice the snapshot's size. Default os.TempDir().
 	TempDir string
 	// Expected are counts recorded when the backup was taken; each
-	// disagreement is a failure. Nil skips the comparison.
-	Expected *Counts
+	// disagreement is a failure. Nil takes those kopsdr.json holds; a
+	// backup without them (etcd-manager's own) has its counts reported,
+	// not compared.
+	Expected *Recorded
 	// Progress, when set, is told the stage ("download", "restore",
 	// "start", "check") and the bytes done in it, so an activity can
 	// heartbeat. It is called from Run's goroutine only.
@@ -64,6 +66,9 @@ type Result struct {
 	Passed   bool      `json:"passed"`
 	Failures []Failure `json:"failures,omitempty"`
 	Counts   Counts    `json:"counts"`
+	// CountsCompared says Counts were checked against those the backup
+	// recorded; false for a backup that recorded none.
+	CountsCompared bool `json:"countsCompared"`
 	// Revision is the restored store's revision: the snapshot's.
 	Revision int64 `json:"revision,omitempty"`
 	// BackupEtcdVersion is the etcd version the meta names (what
@@ -100,6 +105,9 @@ func Run(ctx context.Context, store backupstore.Store, backup string, opts Optio
 		return Result{}, err
 	}
 	res.BackupEtcdVersion = src.meta.EtcdVersion
+	if opts.Expected == nil {
+		opts.Expected = src.facts.Counts
+	}
 	if err := checkSpace(opts, src.need()); err != nil {
 		return Result{}, err
 	}

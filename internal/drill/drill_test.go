@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -102,6 +103,7 @@ func TestGoodBackupPasses(t *testing.T) {
 
 	assert.True(t, res.Passed, "%v", res.Failures)
 	assert.Empty(t, res.Failures)
+	assert.True(t, res.CountsCompared, "compared with the counts the backup recorded")
 	assert.Equal(t, int64(totalKeys), res.Counts.Total)
 	assert.Equal(t, map[string]int64{
 		"/registry/namespaces/":   2,
@@ -187,20 +189,68 @@ func TestMissingKubeSystemFails(t *testing.T) {
 	assert.Equal(t, []drill.Failure{{Check: "required", Reason: "missing /registry/namespaces/kube-system"}}, res.Failures)
 }
 
+// TestExpectedCountsDisagree: kopsdr.json says two more pods than the
+// snapshot holds, as when the data object is another backup's.
 func TestExpectedCountsDisagree(t *testing.T) {
 	f := newFixture(t)
-	expected := &drill.Counts{Total: totalKeys + 2, ByPrefix: map[string]int64{
-		"/registry/namespaces/": 2, "/registry/ranges/": 1, "/registry/masterleases/": 1,
-		"/registry/pods/": pods + 2, "/registry/configmaps/": configMaps,
-	}}
-	res, err := drill.Run(testCtx(t), f.store, f.backup, drill.Options{TempDir: t.TempDir(), Expected: expected})
+	require.NotNil(t, f.facts.Counts)
+	rec := *f.facts.Counts
+	rec.Counts.Total += 2
+	rec.Counts.ByPrefix["/registry/pods/"] += 2
+	writeFacts(t, f, rec)
+	res, err := drill.Run(testCtx(t), f.store, f.backup, drill.Options{TempDir: t.TempDir()})
 	require.NoError(t, err)
 	logJSON(t, res)
 	assert.False(t, res.Passed)
+	assert.True(t, res.CountsCompared)
 	assert.Equal(t, []drill.Failure{
 		{Check: "count", Reason: "key count 75, expected 77"},
 		{Check: "count", Reason: "/registry/pods/: 40 keys, expected 42"},
 	}, res.Failures)
+}
+
+// TestCountsAtTheSnapshotsRevision: writes that land while the snapshot
+// streams are recorded as changes, and the drill compares at the revision
+// the snapshot holds, whichever that is.
+func TestCountsAtTheSnapshotsRevision(t *testing.T) {
+	f := newFixture(t)
+	rec := *f.facts.Counts
+	rev := f.facts.Revision
+	// As if the counts were taken two revisions before the snapshot and a
+	// pod was created, then a config map deleted, before it started, and a
+	// pod was created after: only the first two count.
+	rec.Revision, rec.UpTo = rev-2, rev+1
+	rec.Counts.ByPrefix["/registry/pods/"] = pods - 1 // the total stays: one pod fewer, one config map more
+	rec.Counts.ByPrefix["/registry/configmaps/"] = configMaps + 1
+	rec.Changes = []drill.Change{
+		{Rev: rev - 1, Prefix: "/registry/pods/", Delta: 1},
+		{Rev: rev, Prefix: "/registry/configmaps/", Delta: -1},
+		{Rev: rev + 1, Prefix: "/registry/pods/", Delta: 1},
+	}
+	writeFacts(t, f, rec)
+	res, err := drill.Run(testCtx(t), f.store, f.backup, drill.Options{TempDir: t.TempDir()})
+	require.NoError(t, err)
+	assert.True(t, res.Passed, "%v", res.Failures)
+	assert.True(t, res.CountsCompared)
+
+	// Recorded for revisions the snapshot is not at: not this snapshot.
+	rec.Revision, rec.UpTo = rev+1, rev+5
+	writeFacts(t, f, rec)
+	res, err = drill.Run(testCtx(t), f.store, f.backup, drill.Options{TempDir: t.TempDir()})
+	require.NoError(t, err)
+	assert.False(t, res.Passed)
+	assert.Equal(t, []drill.Failure{{Check: "count", Reason: fmt.Sprintf(
+		"the restored data is at revision %d; the backup recorded revisions %d to %d", rev, rev+1, rev+5)}}, res.Failures)
+}
+
+// writeFacts replaces the counts in the backup's kopsdr.json.
+func writeFacts(t *testing.T, f *fixture, rec drill.Recorded) {
+	facts := f.facts
+	facts.Counts = &rec
+	data, err := json.Marshal(facts)
+	require.NoError(t, err)
+	_, err = f.store.Put(testCtx(t), f.backup+"/"+etcdmanager.KopsdrFile, bytes.NewReader(data), backupstore.PutOptions{})
+	require.NoError(t, err)
 }
 
 func TestNotEnoughScratchSpace(t *testing.T) {

@@ -40,8 +40,9 @@ type source struct {
 // facts are the fields of kopsdr.json the drill uses. The full type lives
 // with the backup activity, which will import this package.
 type facts struct {
-	RawBytes  int64  `json:"rawBytes"`
-	RawSHA256 string `json:"rawSha256"`
+	RawBytes  int64     `json:"rawBytes"`
+	RawSHA256 string    `json:"rawSha256"`
+	Counts    *Recorded `json:"counts,omitempty"` // absent before kopsdr recorded counts
 }
 
 // openBackup reads what the drill needs to know before downloading: the
@@ -201,7 +202,8 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// maxSmallObject bounds kopsdr.json, a few hundred bytes.
+// maxSmallObject bounds kopsdr.json: a few hundred bytes, and the counts
+// with at most MaxChanges changes.
 const maxSmallObject = 1 << 20
 
 func readSmall(ctx context.Context, s backupstore.Store, key string) ([]byte, error) {
