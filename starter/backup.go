@@ -1,15 +1,19 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
+	"github.com/kopsdr/kopsdr/internal/drill"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/internal/storeurl"
 	"github.com/kopsdr/kopsdr/workflows/api"
@@ -101,9 +105,11 @@ func (a *app) listBackupsCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "list-backups --backup-store URL",
-		Short: "List the backups in a store, oldest first, as etcd-manager-ctl list-backups does",
-		Long: `List the backups in a store, oldest first, as etcd-manager-ctl list-backups does.
-It reads the store directly with the credentials of this shell; no worker is needed.`,
+		Short: "List the backups in a store, oldest first, as etcd-manager-ctl list-backups does, with their drill results",
+		Long: `List the backups in a store, oldest first, as etcd-manager-ctl list-backups does, each with
+whether a restore drill verified it (passed, failed and why, or never: kopsdr drill) and the
+measured RTO of the drill. It reads the store directly with the credentials of this shell; no
+worker is needed.`,
 		Example: `  kopsdr list-backups --backup-store s3://my.clusters/test.my.clusters/backups/etcd/main
   kopsdr list-backups --state-store s3://my.clusters --cluster test.my.clusters --etcd events`,
 		Args: cobra.NoArgs,
@@ -134,16 +140,19 @@ It reads the store directly with the credentials of this shell; no worker is nee
 			if err != nil {
 				return err
 			}
-			if names == nil {
-				names = []string{}
-			}
 			if len(names) == 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "no backups in %s (check --state-store, --cluster and --etcd, or take one: kopsdr backup)\n", url)
 			}
-			return a.print(names, func(w io.Writer) {
-				if len(names) > 0 {
-					fmt.Fprintln(w, strings.Join(names, "\n"))
+			rows, err := verifiedBackups(cmd.Context(), store, names)
+			if err != nil {
+				return err
+			}
+			return a.print(rows, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				for _, r := range rows {
+					fmt.Fprintf(tw, "%s\t%s\n", r.Name, r.text())
 				}
+				_ = tw.Flush()
 			})
 		},
 	}
@@ -166,4 +175,56 @@ func (f *storeFlags) checkLocal() error {
 		}
 	}
 	return nil
+}
+
+// listedBackup is one line of list-backups: the backup and its last drill.
+type listedBackup struct {
+	Name string `json:"name"`
+	// Verified is passed, failed or never (no drill yet).
+	Verified   string    `json:"verified"`
+	Reason     string    `json:"reason,omitempty"`
+	RTOSeconds float64   `json:"rtoSeconds,omitempty"`
+	DrilledAt  time.Time `json:"drilledAt,omitzero"`
+}
+
+func (b listedBackup) text() string {
+	switch b.Verified {
+	case "passed":
+		return fmt.Sprintf("verified %s, RTO %.1fs", b.DrilledAt.UTC().Format(time.RFC3339), b.RTOSeconds)
+	case "failed":
+		return fmt.Sprintf("FAILED drill %s: %s", b.DrilledAt.UTC().Format(time.RFC3339), b.Reason)
+	}
+	return "never drilled"
+}
+
+// verifiedBackups reads every backup's drill result, a few at a time: a
+// store keeps a few hundred backups under etcd-manager's retention.
+func verifiedBackups(ctx context.Context, store backupstore.Store, names []string) ([]listedBackup, error) {
+	rows := make([]listedBackup, len(names))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, name := range names {
+		g.Go(func() error {
+			r, ok, err := drill.ReadResult(gctx, store, name)
+			if err != nil {
+				return err
+			}
+			rows[i] = listedBackup{Name: name, Verified: "never"}
+			if !ok {
+				return nil
+			}
+			rows[i].DrilledAt = r.At
+			if r.Passed {
+				rows[i].Verified, rows[i].RTOSeconds = "passed", r.Timings.RTOSeconds
+				return nil
+			}
+			reasons := make([]string, len(r.Failures))
+			for j, f := range r.Failures {
+				reasons[j] = f.Check + ": " + f.Reason
+			}
+			rows[i].Verified, rows[i].Reason = "failed", strings.Join(reasons, "; ")
+			return nil
+		})
+	}
+	return rows, g.Wait()
 }

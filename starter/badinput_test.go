@@ -35,6 +35,9 @@ func TestBadInputStartsNothing(t *testing.T) {
 	restore := func(extra ...string) []string {
 		return append(append(append([]string{"restore", "etcd-manager", "--cluster", "c.example.com", "--state-store", state}, eps...), goodMasters...), extra...)
 	}
+	drillArgs := func(extra ...string) []string {
+		return append([]string{"drill", "--cluster", "c.example.com", "--state-store", state}, extra...)
+	}
 	volRestore := func(extra ...string) []string {
 		return append([]string{"restore", "volumes", "--cluster", "c.example.com", "--region", "eu-central-1", "--state-store", "s3://my.clusters"}, extra...)
 	}
@@ -130,6 +133,16 @@ func TestBadInputStartsNothing(t *testing.T) {
 		{"snapshot zero wait", snap("--wait-timeout", "0s"), []string{"--wait-timeout", "positive"}},
 		{"snapshot without region", []string{"snapshot-volumes", "--cluster", "c.example.com", "--region", ""}, []string{"--region"}},
 		{"snapshot duplicate etcd", snap("--etcd", "main,main"), []string{"--etcd", "once"}},
+		// drills
+		{"drill bad etcd", drillArgs("--etcd", "both"), []string{"--etcd", `"both"`}},
+		{"drill bad backup", drillArgs("--backup", "newest"), []string{"--backup", `"newest"`, "undrilled"}},
+		{"drill max-backups without undrilled", drillArgs("--max-backups", "3"), []string{"--max-backups", "undrilled"}},
+		{"drill too many backups", drillArgs("--backup", "undrilled", "--max-backups", "1000"), []string{"--max-backups", "1 to 100"}},
+		{"drill both stores", drillArgs("--backup-store", "s3://b/c.example.com/backups/etcd/main"), []string{"--backup-store", "not both"}},
+		{"drill without cluster", []string{"drill", "--state-store", state}, []string{"--cluster"}},
+		{"schedule negative drill-every", sched("--every", "1h", "--drill-every", "-1h"), []string{"--drill-every", "positive"}},
+		{"schedule drill-every with volume snapshots", []string{"schedule", "create", "--cluster", "c.example.com", "--volume-snapshots",
+			"--region", "eu-central-1", "--every", "1h", "--drill-every", "24h"}, []string{"--drill-every", "not drilled"}},
 		// the other commands
 		{"clean-leases without live IPs", []string{"clean-leases", "--endpoints", "https://127.0.0.1:4001"}, []string{"--live-master-ip"}},
 		{"clean-leases bad IP", []string{"clean-leases", "--endpoints", "https://127.0.0.1:4001", "--live-master-ip", "master-a"}, []string{"--live-master-ip", "master-a"}},

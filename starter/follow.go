@@ -120,6 +120,13 @@ func (p *progress) describe(detail any) string {
 		if st, ok := d["state"].(string); ok { // a wait: {"state", ...}
 			return st
 		}
+		if st, ok := d["stage"].(string); ok { // a drill: {"stage", "bytes"}
+			b, _ := d["bytes"].(float64)
+			if b == 0 {
+				return st
+			}
+			return st + ": " + mib(int64(b)) + p.rate(int64(b))
+		}
 		if _, ok := d["rawBytes"]; !ok {
 			return compact(d)
 		}

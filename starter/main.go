@@ -74,7 +74,7 @@ workflow), 2 bad input (nothing was started), 3 the workflow failed, 4 it was ca
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return flagError{err} })
 	root.AddCommand(a.backupCmd(), a.listBackupsCmd(), a.scheduleCmd(), a.restoreCmd(), a.statusCmd(),
 		a.decideCmd(api.UpdateApprove), a.decideCmd(api.UpdateReject), a.cleanLeasesCmd(),
-		a.snapshotVolumesCmd(), a.listVolumeSnapshotsCmd())
+		a.snapshotVolumesCmd(), a.listVolumeSnapshotsCmd(), a.drillCmd())
 	a.addWithdrawCmd(root)
 	for _, c := range allCommands(root) {
 		c.Flags().SetNormalizeFunc(kopsNames)

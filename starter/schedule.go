@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 )
@@ -19,13 +21,13 @@ import (
 func (a *app) scheduleCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "schedule",
-		Short: "Manage the Temporal Schedules that back up a cluster's main and events",
+		Short: "Manage the Temporal Schedules that back up (and drill) a cluster's main and events",
 	}
 	cmd.AddCommand(a.scheduleCreateCmd(), a.scheduleListCmd(), a.scheduleDescribeCmd(),
-		a.scheduleSimpleCmd("pause", "Pause a schedule (no new backups until unpaused)"),
-		a.scheduleSimpleCmd("unpause", "Unpause a schedule"),
-		a.scheduleSimpleCmd("trigger", "Run a schedule's backup now"),
-		a.scheduleSimpleCmd("delete", "Delete a schedule (backups already taken stay)"))
+		a.scheduleSimpleCmd("pause", "Pause a schedule (no new backups until unpaused); a cluster name pauses its drills too"),
+		a.scheduleSimpleCmd("unpause", "Unpause a schedule; a cluster name unpauses its drills too"),
+		a.scheduleSimpleCmd("trigger", "Run a schedule's backup (or drill, given drill/<cluster>) now"),
+		a.scheduleSimpleCmd("delete", "Delete a schedule (backups already taken stay); a cluster name deletes its drill schedule too"))
 	return cmd
 }
 
@@ -33,6 +35,7 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 	var (
 		in             api.ClusterBackupInput
 		every, catchup time.Duration
+		drillEvery     time.Duration
 		cron           string
 		rf             retentionFlags
 		paused         bool
@@ -40,7 +43,10 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "create --cluster NAME --state-store URL --main-endpoints URL --events-endpoints URL (--every 1h | --cron EXPR)",
-		Short: "Create a schedule that backs up main and events (overlap: skip)",
+		Short: "Create a schedule that backs up main and events (overlap: skip), and one that drills them",
+		Long: `Create a schedule that backs up main and events (overlap: skip), and a second one,
+drill/<cluster>, that drills the newest backup of each every --drill-every (default 24h; 0: no
+drills): restores it into a throwaway etcd on the worker and checks it (see kopsdr drill).`,
 		Example: `  kopsdr schedule create --cluster test.my.clusters --state-store s3://my.clusters \
     --main-endpoints https://10.0.1.10:4001 --events-endpoints https://10.0.1.10:4002 \
     --cacert /etc/kopsdr/etcd-ca.crt --cert /etc/kopsdr/etcd-client.crt --key /etc/kopsdr/etcd-client.key \
@@ -67,19 +73,39 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 			} else if err := in.Validate(); err != nil {
 				return err
 			}
+			drills, err := drillSchedule(cmd, in, vs.enabled, drillEvery)
+			if err != nil {
+				return err
+			}
 			c, err := a.dial()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			_, err = c.ScheduleClient().Create(cmd.Context(), client.ScheduleOptions{
+			sc := c.ScheduleClient()
+			_, err = sc.Create(cmd.Context(), client.ScheduleOptions{
 				ID: id, Spec: spec, Action: action, Paused: paused,
 				Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP, CatchupWindow: catchup,
 			})
 			if err != nil {
 				return fmt.Errorf("create schedule %s: %w", id, err)
 			}
-			return a.print(map[string]string{"scheduleId": id}, func(w io.Writer) { fmt.Fprintf(w, "created schedule %s\n", id) })
+			created := map[string]string{"scheduleId": id}
+			if drills != nil {
+				drills.Paused, drills.CatchupWindow = paused, catchup
+				if _, err := sc.Create(cmd.Context(), *drills); err != nil {
+					// All or nothing: a second try must not meet half a setup.
+					_ = sc.GetHandle(cmd.Context(), id).Delete(cmd.Context())
+					return fmt.Errorf("create schedule %s: %w (schedule %s was removed again)", drills.ID, err, id)
+				}
+				created["drillScheduleId"] = drills.ID
+			}
+			return a.print(created, func(w io.Writer) {
+				fmt.Fprintf(w, "created schedule %s\n", id)
+				if drills != nil {
+					fmt.Fprintf(w, "created schedule %s (a restore drill of the newest backups every %s)\n", drills.ID, drillEvery)
+				}
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -98,6 +124,7 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 	f.DurationVar(&catchup, "catchup-window", time.Hour, "run a missed backup if the worker or Temporal was down for at most this long")
 	rf.bind(cmd)
 	f.BoolVar(&paused, "paused", false, "create the schedule paused")
+	f.DurationVar(&drillEvery, "drill-every", 24*time.Hour, "drill the newest backups at this interval (schedule drill/<cluster>); 0: no drill schedule")
 	vs = a.volumeScheduleFlags(cmd)
 	return cmd
 }
@@ -178,7 +205,7 @@ func (a *app) scheduleListCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if !strings.HasPrefix(e.ID, "backup/") && !strings.HasPrefix(e.ID, "volume-snapshots/") {
+				if !strings.HasPrefix(e.ID, "backup/") && !strings.HasPrefix(e.ID, "volume-snapshots/") && !strings.HasPrefix(e.ID, "drill/") {
 					continue
 				}
 				r := row{ID: e.ID, Paused: e.Paused}
@@ -309,22 +336,38 @@ func (a *app) scheduleSimpleCmd(verb, short string) *cobra.Command {
 			}
 			defer c.Close()
 			id := scheduleArg(args[0])
-			h := c.ScheduleClient().GetHandle(cmd.Context(), id)
-			switch verb {
-			case "pause":
-				err = h.Pause(cmd.Context(), client.SchedulePauseOptions{Note: note})
-			case "unpause":
-				err = h.Unpause(cmd.Context(), client.ScheduleUnpauseOptions{Note: note})
-			case "trigger":
-				err = h.Trigger(cmd.Context(), client.ScheduleTriggerOptions{Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP})
-			case "delete":
-				err = h.Delete(cmd.Context())
+			ids := []string{id}
+			if !strings.Contains(args[0], "/") && verb != "trigger" {
+				// A cluster's drills follow its backups: nothing to drill
+				// while backups are paused, nor once they are deleted.
+				ids = append(ids, api.DrillScheduleID(args[0]))
 			}
-			if err != nil {
-				return fmt.Errorf("%s schedule %s: %w", verb, id, err)
+			done := []string{}
+			for i, id := range ids {
+				h := c.ScheduleClient().GetHandle(cmd.Context(), id)
+				switch verb {
+				case "pause":
+					err = h.Pause(cmd.Context(), client.SchedulePauseOptions{Note: note})
+				case "unpause":
+					err = h.Unpause(cmd.Context(), client.ScheduleUnpauseOptions{Note: note})
+				case "trigger":
+					err = h.Trigger(cmd.Context(), client.ScheduleTriggerOptions{Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP})
+				case "delete":
+					err = h.Delete(cmd.Context())
+				}
+				var nf *serviceerror.NotFound
+				if i > 0 && errors.As(err, &nf) {
+					continue // a cluster scheduled without drills
+				}
+				if err != nil {
+					return fmt.Errorf("%s schedule %s: %w", verb, id, err)
+				}
+				done = append(done, id)
 			}
-			return a.print(map[string]string{"scheduleId": id, "done": verb}, func(w io.Writer) {
-				fmt.Fprintf(w, "%s: %s\n", verb, id)
+			return a.print(map[string]any{"scheduleId": id, "scheduleIds": done, "done": verb}, func(w io.Writer) {
+				for _, id := range done {
+					fmt.Fprintf(w, "%s: %s\n", verb, id)
+				}
 			})
 		},
 	}
@@ -340,4 +383,31 @@ func scheduleArg(s string) string {
 		return s
 	}
 	return api.BackupScheduleID(s)
+}
+
+// drillSchedule is the drill schedule that goes with a cluster's backup
+// schedule, or nil with --drill-every 0 or for EBS snapshots (no backups
+// in a store to drill). It drills the newest backup of main and events,
+// with jitter so that a fleet's drills do not all start at once.
+func drillSchedule(cmd *cobra.Command, in api.ClusterBackupInput, volumes bool, every time.Duration) (*client.ScheduleOptions, error) {
+	switch {
+	case every < 0:
+		return nil, badFlag("drill-every", every.String(), "give a positive interval, e.g. 24h, or 0 for no drills")
+	case every == 0 || (volumes && !cmd.Flags().Changed("drill-every")):
+		return nil, nil
+	case volumes:
+		return nil, badFlag("drill-every", every.String(), "EBS snapshots are not drilled: drop --drill-every with --volume-snapshots")
+	}
+	din := api.ClusterDrillInput{Cluster: in.Cluster, StateStore: in.StateStore,
+		MainBackupStore: in.Main.BackupStore, EventsBackupStore: in.Events.BackupStore, Backup: "latest"}
+	if err := din.Validate(); err != nil {
+		return nil, err
+	}
+	id := api.DrillScheduleID(in.Cluster)
+	return &client.ScheduleOptions{
+		ID:      id,
+		Spec:    client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: every}}, Jitter: min(every/10, time.Hour)},
+		Action:  &client.ScheduleWorkflowAction{ID: id, Workflow: api.WorkflowClusterDrill, Args: []any{din}, TaskQueue: api.TaskQueue},
+		Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
+	}, nil
 }

@@ -112,7 +112,11 @@ etcd; deploy/prometheus/kopsdr-rules.yml holds alerts on them.`,
 				wo.Identity = devserver.WorkerIdentity()
 			}
 			w := worker.New(c, temporalconn.TaskQueue, wo)
-			registry.Register(w)
+			ro := registry.Options{}
+			if m != nil {
+				ro.DrillMetrics = m
+			}
+			registry.RegisterWith(w, ro)
 			if err := w.Start(); err != nil {
 				return fmt.Errorf("start worker: %w", err)
 			}

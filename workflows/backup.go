@@ -25,6 +25,8 @@ func EtcdBackup(ctx workflow.Context, in EtcdBackupInput) (*EtcdBackupResult, er
 	if err != nil {
 		return nil, invalidInput(err)
 	}
+	sa := newSearchAttrs(ctx)
+	sa.set(ctx, in.Cluster, in.EtcdCluster, "")
 	var a *activities.Backup
 	ctx = workflow.WithActivityOptions(ctx, backupActivityOptions(in.MaxAttempts))
 	now := workflow.Now(ctx).UTC()
@@ -36,6 +38,7 @@ func EtcdBackup(ctx workflow.Context, in EtcdBackupInput) (*EtcdBackupResult, er
 		return nil, fail(status, err)
 	}
 	res.Backup, status.Backup = prep.Name, prep.Name
+	sa.set(ctx, "", "", prep.Name)
 	var spec activities.ClusterSpecInfo
 	if err := workflow.ExecuteActivity(ctx, a.ReadClusterSpec, activities.SpecInput{Store: store}).Get(ctx, &spec); err != nil {
 		return nil, fail(status, err)

@@ -16,6 +16,7 @@ func ClusterBackup(ctx workflow.Context, in ClusterBackupInput) (*ClusterBackupR
 	if err := in.Validate(); err != nil {
 		return nil, fail(status, invalidInput(err))
 	}
+	newSearchAttrs(ctx).set(ctx, in.Cluster, "", "")
 	status.Step = "backup"
 	id := workflow.GetInfo(ctx).WorkflowExecution.ID
 	futures := map[string]workflow.ChildWorkflowFuture{}

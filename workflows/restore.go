@@ -94,6 +94,8 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 	if err := r.resolve(ctx); err != nil {
 		return nil, invalidInput(err)
 	}
+	sa := newSearchAttrs(ctx)
+	sa.set(ctx, r.in.Cluster, onlyOne(r.ecs), "")
 	var a *activities.Restore
 	actx := workflow.WithActivityOptions(ctx, restoreActivityOptions(10*time.Minute, 5))
 
@@ -130,6 +132,9 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 		return nil, err
 	}
 	done()
+	if len(pre.Clusters) > 0 {
+		sa.set(ctx, "", "", pre.Clusters[0].Backup) // main's when both are restored
+	}
 
 	// 2. Plan.
 	plan := r.plan(ctx, pre)
@@ -453,4 +458,13 @@ func containerRestarts(rs activities.RestartResult) []api.ContainerRestart {
 		out = append(out, api.ContainerRestart{Master: x.Master, EtcdCluster: x.EtcdCluster, Before: x.Before.Name, After: x.After.Name, Action: x.Action, Proof: x.Proof})
 	}
 	return out
+}
+
+// onlyOne is the one element of a single-element list, else "": a run of
+// both etcd clusters has no EtcdCluster search attribute.
+func onlyOne(ecs []string) string {
+	if len(ecs) == 1 {
+		return ecs[0]
+	}
+	return ""
 }

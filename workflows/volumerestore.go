@@ -64,6 +64,7 @@ func VolumeRestore(ctx workflow.Context, in VolumeRestoreInput) (*VolumeRestoreR
 	if err != nil {
 		return nil, r.fail(invalidInput(err))
 	}
+	newSearchAttrs(ctx).set(ctx, in.Cluster, onlyOne(sel.etcdClusters), "")
 	var a *activities.Volumes
 	r.actx = workflow.WithActivityOptions(ctx, ec2ActivityOptions(in.MaxAttempts))
 

@@ -28,6 +28,7 @@ func VolumeSnapshot(ctx workflow.Context, in VolumeSnapshotInput) (*VolumeSnapsh
 	if err != nil {
 		return nil, fail(invalidInput(err))
 	}
+	newSearchAttrs(ctx).set(ctx, in.Cluster, onlyOne(etcdClusters), "")
 	info := workflow.GetInfo(ctx)
 	set := ebs.SetID(info.WorkflowStartTime, info.WorkflowExecution.RunID)
 	st.Set = set

@@ -180,3 +180,7 @@ func kopsdrVersion() string {
 // errScratch marks trouble with the scratch dir (space, permissions): the
 // worker's problem, never the backup's.
 var errScratch = errors.New("drill scratch space")
+
+// IsScratch says err is the worker's scratch dir's trouble (no space, no
+// permission), which retrying on the same worker will not mend.
+func IsScratch(err error) bool { return errors.Is(err, errScratch) }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -284,13 +285,28 @@ func TestCleanStale(t *testing.T) {
 		require.NoError(t, os.Chtimes(d, twoHoursAgo, twoHoursAgo))
 	}
 
+	// Fresh dirs of this host: a process that is gone, and this process's
+	// own id on a dir it does not use (a worker restarted in a container
+	// gets its old PID back) are orphans; a live process's dir is not.
+	host, _ := os.Hostname()
+	dead := exec.Command("true")
+	require.NoError(t, dead.Run())
+	goneDir := filepath.Join(tmp, drill.ScratchPrefix+"gone")
+	selfDir := filepath.Join(tmp, drill.ScratchPrefix+"self")
+	liveDir := filepath.Join(tmp, drill.ScratchPrefix+"live")
+	for d, pid := range map[string]int{goneDir: dead.Process.Pid, selfDir: os.Getpid(), liveDir: os.Getppid()} {
+		require.NoError(t, os.MkdirAll(d, 0o700))
+		writeMarkerOf(t, d, time.Now(), pid, host)
+	}
+
 	removed, err := drill.CleanStale(tmp, time.Hour)
 	require.NoError(t, err)
-	assert.ElementsMatch(t, []string{old, oldNoMarker}, removed)
+	assert.ElementsMatch(t, []string{old, oldNoMarker, goneDir, selfDir}, removed)
 	assert.NoDirExists(t, old)
 	assert.NoDirExists(t, oldNoMarker)
 	assert.DirExists(t, fresh)
 	assert.DirExists(t, other)
+	assert.DirExists(t, liveDir)
 }
 
 // CountKeys on the live cluster, at the backup's revision, agrees with what
@@ -361,7 +377,11 @@ func writeObject(t testing.TB, f *fixture, data []byte) {
 }
 
 func writeMarker(t testing.TB, dir string, created time.Time) {
-	b, err := json.Marshal(map[string]any{"pid": 1, "created": created.UTC()})
+	writeMarkerOf(t, dir, created, 1, "another-host")
+}
+
+func writeMarkerOf(t testing.TB, dir string, created time.Time, pid int, host string) {
+	b, err := json.Marshal(map[string]any{"pid": pid, "host": host, "created": created.UTC()})
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, drill.MarkerFile), b, 0o600))
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -53,11 +54,14 @@ func (s *scratch) remove() {
 }
 
 // CleanStale removes the scratch dirs in tempDir that drills left behind
-// when their process died: those created more than olderThan ago (by the
-// marker, or by the dir's time when the marker never got written). Pass an
-// olderThan longer than a drill may run, since another worker sharing
-// tempDir may still be drilling; dirs of this process's running drills are
-// never removed. It returns the paths it removed.
+// when their process died: at once those whose marker names a process of
+// this host that is gone (or this process's id, reused after a restart in
+// a container, for a dir this process does not use), else those created
+// more than olderThan ago (by the marker, or by the dir's time when the
+// marker never got written). Pass an olderThan longer than a drill may
+// run, since another worker sharing tempDir may still be drilling; dirs of
+// this process's running drills are never removed. It returns the paths it
+// removed.
 func CleanStale(tempDir string, olderThan time.Duration) ([]string, error) {
 	entries, err := os.ReadDir(tempDir)
 	if err != nil {
@@ -74,12 +78,12 @@ func CleanStale(tempDir string, olderThan time.Duration) ([]string, error) {
 		if _, busy := active.Load(path); busy {
 			continue
 		}
-		created, err := createdAt(path)
+		m, err := readMarker(path)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if created.After(cutoff) {
+		if m.Created.After(cutoff) && !m.orphaned() {
 			continue
 		}
 		if err := os.RemoveAll(path); err != nil {
@@ -91,14 +95,30 @@ func CleanStale(tempDir string, olderThan time.Duration) ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
-func createdAt(dir string) (time.Time, error) {
+// readMarker reads dir's marker; without one (the process died before
+// writing it) Created is the dir's time and PID 0.
+func readMarker(dir string) (marker, error) {
 	var m marker
 	if data, err := os.ReadFile(filepath.Join(dir, MarkerFile)); err == nil && json.Unmarshal(data, &m) == nil && !m.Created.IsZero() {
-		return m.Created, nil
+		return m, nil
 	}
 	info, err := os.Stat(dir)
 	if err != nil {
-		return time.Time{}, err
+		return marker{}, err
 	}
-	return info.ModTime(), nil
+	return marker{Created: info.ModTime()}, nil
+}
+
+// orphaned says the process that made the dir is gone: it ran on this
+// host, and its PID is ours (the caller checked the dir is not in use
+// here) or names no process.
+func (m marker) orphaned() bool {
+	host, _ := os.Hostname()
+	if m.PID <= 0 || m.Host != host {
+		return false
+	}
+	if m.PID == os.Getpid() {
+		return true
+	}
+	return errors.Is(syscall.Kill(m.PID, 0), syscall.ESRCH)
 }

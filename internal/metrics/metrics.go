@@ -98,21 +98,21 @@ func New() *Metrics {
 			Name: "kopsdr_restore_failures_total",
 			Help: "Restore steps whose last attempt (or a non-retryable error) failed on this worker.",
 		}, ce),
-		// The drill gauges are declared for the drill workflow kopsdr does not
-		// have yet. Nothing sets them, so they expose no series until it does.
+		// Set by the drill activity and, after a restart, from the results
+		// stored beside the backups (Refresher).
 		drillLastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kopsdr_drill_last_success_timestamp_seconds",
-			Help: "Time (Unix seconds) of the last successful restore drill. Not set yet: kopsdr has no drill workflow.",
+			Help: "Time (Unix seconds) of the last restore drill that passed.",
 		}, ce),
 		drillRTO: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kopsdr_drill_rto_seconds",
-			Help: "Recovery time of the last successful restore drill. Not set yet: kopsdr has no drill workflow.",
+			Help: "Measured recovery time (download, restore, start) of the last restore drill that passed.",
 		}, ce),
 		// With the success time it tells "the last drill failed" (the
 		// failure is newer) apart from "drills succeed".
 		drillLastFailure: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kopsdr_drill_last_failure_timestamp_seconds",
-			Help: "Time (Unix seconds) of the last failed restore drill. Not set yet: kopsdr has no drill workflow.",
+			Help: "Time (Unix seconds) of the last restore drill that failed a check.",
 		}, ce),
 		sdk: newSDKCollector(),
 	}
@@ -146,15 +146,40 @@ func (m *Metrics) SetLastBackup(cluster, etcd string, at time.Time) {
 	if m == nil {
 		return
 	}
-	g := m.backupLastSuccess.WithLabelValues(cluster, etcd)
+	m.forward(m.backupLastSuccess.WithLabelValues(cluster, etcd), at)
+}
+
+// forward sets a timestamp gauge to at unless it already holds a later
+// time, and says whether it did.
+func (m *Metrics) forward(g prometheus.Gauge, at time.Time) bool {
 	ts := float64(at.Unix())
 	m.lastMu.Lock()
 	defer m.lastMu.Unlock()
 	var cur dto.Metric
 	if err := g.Write(&cur); err == nil && ts <= cur.GetGauge().GetValue() {
-		return
+		return false
 	}
 	g.Set(ts)
+	return true
+}
+
+// DrillSucceeded records a drill that passed at time at, with its RTO,
+// unless a later one is known already.
+func (m *Metrics) DrillSucceeded(cluster, etcd string, at time.Time, rto time.Duration) {
+	if m == nil {
+		return
+	}
+	if m.forward(m.drillLastSuccess.WithLabelValues(cluster, etcd), at) {
+		m.drillRTO.WithLabelValues(cluster, etcd).Set(rto.Seconds())
+	}
+}
+
+// DrillFailed records a drill that failed a check at time at.
+func (m *Metrics) DrillFailed(cluster, etcd string, at time.Time) {
+	if m == nil {
+		return
+	}
+	m.forward(m.drillLastFailure.WithLabelValues(cluster, etcd), at)
 }
 
 // KnowBackup gives a backup target a failure counter at 0. Prometheus's

@@ -66,6 +66,9 @@ func TestServeAndScrape(t *testing.T) {
 	m.SetBackupInterval("a.example.com", time.Hour)
 	m.RestoreStep("a.example.com", "main", "wait for etcd-manager", 90*time.Second)
 	m.RestoreFailed("a.example.com", "")
+	m.DrillSucceeded("a.example.com", "main", at, 95*time.Second)
+	m.DrillSucceeded("a.example.com", "main", at.Add(-time.Hour), time.Second) // older: ignored
+	m.DrillFailed("a.example.com", "events", at)
 
 	// The SDK's handler, used as the SDK uses it: tags added on the way,
 	// and one name with two different tag sets.
@@ -93,10 +96,10 @@ func TestServeAndScrape(t *testing.T) {
 		map[string]string{"cluster": "a.example.com", "etcd": "main", "step": "wait for etcd-manager"}).GetGauge().GetValue())
 	require.Equal(t, 1.0, series(t, fams, "kopsdr_restore_failures_total",
 		map[string]string{"cluster": "a.example.com", "etcd": ""}).GetCounter().GetValue())
-	// Declared for the drill workflow to come: no series, so no fake value.
-	require.NotContains(t, fams, "kopsdr_drill_last_success_timestamp_seconds")
-	require.NotContains(t, fams, "kopsdr_drill_rto_seconds")
-	require.NotContains(t, fams, "kopsdr_drill_last_failure_timestamp_seconds")
+	require.Equal(t, float64(at.Unix()), series(t, fams, "kopsdr_drill_last_success_timestamp_seconds", ae).GetGauge().GetValue())
+	require.Equal(t, 95.0, series(t, fams, "kopsdr_drill_rto_seconds", ae).GetGauge().GetValue())
+	require.Equal(t, float64(at.Unix()), series(t, fams, "kopsdr_drill_last_failure_timestamp_seconds",
+		map[string]string{"cluster": "a.example.com", "etcd": "events"}).GetGauge().GetValue())
 
 	require.Equal(t, 3.0, series(t, fams, "temporal_request",
 		map[string]string{"namespace": "default", "operation": "StartWorkflowExecution"}).GetCounter().GetValue())

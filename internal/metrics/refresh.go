@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
+	"github.com/kopsdr/kopsdr/internal/drill"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 )
 
@@ -16,10 +17,11 @@ type Target struct {
 	Store   string
 }
 
-// Refresher keeps kopsdr_backup_last_success_timestamp_seconds right when
-// this process has taken no backup yet (after a restart, or when another
-// worker or etcd-manager itself took it): it reads the newest backup's name
-// in each store, which carries its time.
+// Refresher keeps kopsdr_backup_last_success_timestamp_seconds and the
+// drill gauges right when this process has taken no backup or drill yet
+// (after a restart, or when another worker or etcd-manager itself took the
+// backup): it reads the newest backup's name in each store, which carries
+// its time, and the drill results beside the newest backups.
 type Refresher struct {
 	Metrics *Metrics
 	// Targets says what to look at; it runs before every refresh, so new
@@ -68,41 +70,55 @@ func (r *Refresher) RefreshOnce(ctx context.Context) {
 			return
 		}
 		r.Metrics.KnowBackup(t.Cluster, t.Etcd)
-		at, ok, err := r.newest(ctx, t.Store)
-		switch {
-		case err != nil:
-			r.log().Warn("metrics: reading the newest backup", "cluster", t.Cluster, "etcd", t.Etcd, "store", t.Store, "error", err)
-		case ok:
-			r.Metrics.SetLastBackup(t.Cluster, t.Etcd, at)
+		if err := r.refresh(ctx, t); err != nil {
+			r.log().Warn("metrics: reading the newest backups and drills", "cluster", t.Cluster, "etcd", t.Etcd, "store", t.Store, "error", err)
 		}
 	}
 }
 
-// newest is the time in the name of the store's newest listed backup (one
-// with its meta), and false when the store holds none.
-func (r *Refresher) newest(ctx context.Context, url string) (time.Time, bool, error) {
+// drillsRead bounds how many of the newest backups a refresh looks at for
+// drill results; a drill schedule drills the newest one.
+const drillsRead = 5
+
+// refresh sets one target's gauges from its store: the time in the name of
+// the newest listed backup (one with its meta), and the newest drill
+// result among the newest backups.
+func (r *Refresher) refresh(ctx context.Context, t Target) error {
 	timeout := r.StoreTimeout
 	if timeout <= 0 {
 		timeout = time.Minute
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	store, err := backupstore.Open(ctx, url, backupstore.Options{})
+	store, err := backupstore.Open(ctx, t.Store, backupstore.Options{})
 	if err != nil {
-		return time.Time{}, false, err
+		return err
 	}
 	names, err := etcdmanager.ListBackups(ctx, store)
 	if err != nil {
-		return time.Time{}, false, err
+		return err
 	}
 	// Sorted as strings, and etcd-manager's names sort by time: the last
 	// one that parses is the newest.
 	for i := len(names) - 1; i >= 0; i-- {
-		if t, _, ok := etcdmanager.ParseBackupName(names[i]); ok {
-			return t, true, nil
+		if at, _, ok := etcdmanager.ParseBackupName(names[i]); ok {
+			r.Metrics.SetLastBackup(t.Cluster, t.Etcd, at)
+			break
 		}
 	}
-	return time.Time{}, false, nil
+	for i := len(names) - 1; i >= max(0, len(names)-drillsRead); i-- {
+		res, ok, err := drill.ReadResult(ctx, store, names[i])
+		switch {
+		case err != nil:
+			return err
+		case !ok:
+		case res.Passed:
+			r.Metrics.DrillSucceeded(t.Cluster, t.Etcd, res.At, time.Duration(res.Timings.RTOSeconds*float64(time.Second)))
+		default:
+			r.Metrics.DrillFailed(t.Cluster, t.Etcd, res.At)
+		}
+	}
+	return nil
 }
 
 func (r *Refresher) log() *slog.Logger {

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
+	"github.com/kopsdr/kopsdr/internal/drill"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 )
 
@@ -76,6 +77,19 @@ func TestRefreshFromStore(t *testing.T) {
 	writeBackup(t, s, t0.Add(2*time.Hour), true)
 	r.RefreshOnce(ctx)
 	require.Equal(t, float64(t0.Add(2*time.Hour).Unix()), lastBackup(t, m, "a.example.com", "main"))
+
+	// Drill results beside the backups set the drill gauges: the newest
+	// pass with its RTO, and a newer failure.
+	passed := drill.Result{Passed: true, At: t0.Add(3 * time.Hour), Timings: drill.Timings{RTOSeconds: 12.5}}
+	failed := drill.Result{Passed: false, At: t0.Add(4 * time.Hour)}
+	require.NoError(t, drill.WriteResult(ctx, s, etcdmanager.BackupName(t0.Add(time.Hour), 1), passed))
+	require.NoError(t, drill.WriteResult(ctx, s, etcdmanager.BackupName(t0.Add(2*time.Hour), 1), failed))
+	r.RefreshOnce(ctx)
+	fams = scrape(t, "http://"+addr.String()+"/metrics")
+	ae := map[string]string{"cluster": "a.example.com", "etcd": "main"}
+	require.Equal(t, float64(passed.At.Unix()), series(t, fams, "kopsdr_drill_last_success_timestamp_seconds", ae).GetGauge().GetValue())
+	require.Equal(t, 12.5, series(t, fams, "kopsdr_drill_rto_seconds", ae).GetGauge().GetValue())
+	require.Equal(t, float64(failed.At.Unix()), series(t, fams, "kopsdr_drill_last_failure_timestamp_seconds", ae).GetGauge().GetValue())
 }
 
 // TestRunStopsWithItsContext: Run refreshes at once, again after Every,

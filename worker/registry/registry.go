@@ -15,12 +15,25 @@ import (
 	"github.com/kopsdr/kopsdr/workflows"
 )
 
-// Register registers every kopsdr workflow and activity.
-func Register(r worker.Registry) {
+// Register registers every kopsdr workflow and activity with the default
+// options.
+func Register(r worker.Registry) { RegisterWith(r, Options{}) }
+
+// Options are the worker's settings its activities need.
+type Options struct {
+	// DrillTempDir holds the drills' scratch dirs (default os.TempDir()).
+	DrillTempDir string
+	// DrillMetrics, when set, is told every drill's outcome.
+	DrillMetrics activities.DrillRecorder
+}
+
+// RegisterWith registers every kopsdr workflow and activity.
+func RegisterWith(r worker.Registry, o Options) {
 	RegisterWorkflows(r)
 	r.RegisterActivity(&activities.Backup{})
 	r.RegisterActivity(&activities.Restore{Restarter: Restarters()})
 	r.RegisterActivity(&activities.Volumes{})
+	r.RegisterActivity(&activities.Drill{TempDir: o.DrillTempDir, Metrics: o.DrillMetrics})
 }
 
 // Restarters restart etcd-manager through each master's runtime: Docker,
@@ -43,7 +56,7 @@ type WorkflowRegistry interface{ RegisterWorkflow(w interface{}) }
 // RegisterWorkflows registers every kopsdr workflow and no activity.
 func RegisterWorkflows(r WorkflowRegistry) {
 	for _, w := range []any{workflows.EtcdBackup, workflows.ClusterBackup, workflows.EtcdManagerRestore,
-		workflows.VolumeSnapshot, workflows.VolumeRestore} {
+		workflows.VolumeSnapshot, workflows.VolumeRestore, workflows.RestoreDrill, workflows.ClusterDrill} {
 		r.RegisterWorkflow(w)
 	}
 }

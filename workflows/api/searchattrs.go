@@ -1,5 +1,10 @@
 package api
 
+import (
+	"fmt"
+	"time"
+)
+
 // Search attributes every kopsdr workflow sets on itself (all of type
 // Keyword), so runs can be found by cluster in the Web UI and with
 // `kopsdr runs`. `kopsdr-worker --dev` registers them; a real server needs
@@ -27,6 +32,12 @@ const (
 	WorkflowRestoreDrill = "RestoreDrill"
 	WorkflowClusterDrill = "ClusterDrill"
 )
+
+// DrillWorkflowID is the id of a one-off drill of one etcd cluster
+// started at t.
+func DrillWorkflowID(cluster, etcdCluster string, t time.Time) string {
+	return fmt.Sprintf("drill/%s/%s/%s", cluster, etcdCluster, t.UTC().Format("20060102T150405Z"))
+}
 
 // DrillScheduleID is the id of a cluster's drill schedule, created beside
 // its backup schedule by `kopsdr schedule create`.
