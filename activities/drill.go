@@ -121,6 +121,7 @@ func (a *Drill) RunDrill(ctx context.Context, in RunDrillInput) (api.DrillOutcom
 	defer stop()
 	res, err := drill.Run(ctx, store, in.Backup, drill.Options{
 		TempDir:  tmp,
+		Events:   in.EtcdCluster == "events",
 		Progress: func(s string, n int64) { stage.Store(&DrillProgress{Stage: s, Bytes: n}) },
 	})
 	if err != nil {

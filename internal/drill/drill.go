@@ -40,6 +40,10 @@ type Options struct {
 	// FreeSpace reports the bytes available to us in dir; default statfs.
 	// Tests replace it to simulate a full disk.
 	FreeSpace func(dir string) (uint64, error)
+	// Events says the backup is of etcd events, where kops's API servers
+	// keep only /registry/events/: the keys main must hold (namespaces,
+	// service IPs, master leases) are not looked for.
+	Events bool
 	// Logger gets the scratch etcd's logs; default none.
 	Logger *zap.Logger
 }

@@ -385,3 +385,20 @@ func writeMarkerOf(t testing.TB, dir string, created time.Time, pid int, host st
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, drill.MarkerFile), b, 0o600))
 }
+
+// TestEventsHoldOnlyEvents: etcd events has none of main's required keys,
+// and its drill does not look for them.
+func TestEventsHoldOnlyEvents(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	cli := c.Client(t)
+	etcdtest.Fill(t, cli, "/registry/events/default/", 20, 100)
+	f := backUp(t, c, cli)
+	res, err := drill.Run(testCtx(t), f.store, f.backup, drill.Options{TempDir: t.TempDir(), Events: true})
+	require.NoError(t, err)
+	assert.True(t, res.Passed, "%v", res.Failures)
+	assert.Equal(t, map[string]int64{"/registry/events/": 20}, res.Counts.ByPrefix)
+
+	res, err = drill.Run(testCtx(t), f.store, f.backup, drill.Options{TempDir: t.TempDir()})
+	require.NoError(t, err)
+	assert.False(t, res.Passed, "as main, it lacks the namespaces")
+}
