@@ -21,8 +21,11 @@ import (
 	"github.com/kopsdr/kopsdr/internal/devserver"
 	"github.com/kopsdr/kopsdr/internal/localonly"
 	"github.com/kopsdr/kopsdr/internal/metrics"
+	"github.com/kopsdr/kopsdr/internal/searchattr"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/worker/registry"
+	"github.com/kopsdr/kopsdr/workflows"
+	"github.com/kopsdr/kopsdr/workflows/api"
 )
 
 func main() {
@@ -102,6 +105,7 @@ etcd; deploy/prometheus/kopsdr-rules.yml holds alerts on them.`,
 				return err
 			}
 			defer c.Close()
+			workflows.SetSearchAttributesRegistered(searchAttrsUsable(ctx, c, conn.Namespace, logger))
 			var wo worker.Options
 			if m != nil {
 				wo.Interceptors = append(wo.Interceptors, activities.NewMetricsInterceptor(m))
@@ -168,4 +172,25 @@ func defaultDataDir() string {
 		return filepath.Join(d, "kopsdr", "dev")
 	}
 	return ".kopsdr-dev"
+}
+
+// searchAttrsUsable says whether the namespace has kopsdr's search
+// attributes, which the workflows then set on themselves. The dev server
+// registered them; on a real server registering is the operator's call, so
+// the worker only looks, and without them runs the workflows without them
+// and says how to add them.
+func searchAttrsUsable(ctx context.Context, c client.Client, namespace string, logger *slog.Logger) bool {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	missing, err := searchattr.Missing(ctx, c, namespace)
+	switch {
+	case err != nil:
+		logger.Warn("cannot read the namespace's search attributes; runs will not set KopsCluster, EtcdCluster, BackupName", "error", err)
+		return false
+	case len(missing) > 0:
+		logger.Warn("search attributes missing; runs will not set them until they are registered and the worker restarted",
+			"missing", missing, "fix", api.SearchAttributeCreateCommand(namespace))
+		return false
+	}
+	return true
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/searchattr"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/worker/registry"
+	"github.com/kopsdr/kopsdr/workflows"
 )
 
 // Temporal is a running in-process Temporal server.
@@ -55,6 +56,7 @@ func StartTemporal(t testing.TB) *Temporal {
 func (tp *Temporal) StartWorker(t testing.TB) worker.Worker {
 	t.Helper()
 	w := worker.New(tp.Client, temporalconn.TaskQueue, worker.Options{})
+	workflows.SetSearchAttributesRegistered(true) // StartTemporal registered them
 	registry.Register(w)
 	if err := w.Start(); err != nil {
 		t.Fatalf("start worker: %v", err)
