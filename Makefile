@@ -4,6 +4,7 @@ GO        ?= go
 BIN       := bin
 # Pinned tools the tests need, installed with `go install` into $(TOOLS).
 VERSITYGW := github.com/versity/versitygw/cmd/versitygw@v1.8.0
+TEMPORAL_CLI := github.com/temporalio/cli/cmd/temporal@v1.5.1
 TOOLS     := $(CURDIR)/.tools
 export PATH := $(TOOLS):$(PATH)
 # The end-to-end package links the Temporal server; give it room.
@@ -25,10 +26,13 @@ DEV_DATA ?= .kopsdr-dev
 dev: build ## Run kopsdr locally: embedded Temporal (127.0.0.1:$(DEV_PORT)), Web UI (127.0.0.1:$(UI_PORT)) and the worker
 	$(BIN)/kopsdr-worker --dev --data-dir $(DEV_DATA) --dev-port $(DEV_PORT) --ui-port $(UI_PORT)
 
-tools: $(TOOLS)/versitygw ## Install the pinned test tools
+tools: $(TOOLS)/versitygw $(TOOLS)/temporal ## Install the pinned test tools
 
 $(TOOLS)/versitygw:
 	GOBIN=$(TOOLS) $(GO) install $(VERSITYGW)
+
+$(TOOLS)/temporal:
+	GOBIN=$(TOOLS) $(GO) install $(TEMPORAL_CLI)
 
 # Unit packages run under the race detector; the packages under test/ link
 # the Temporal server (minutes to build with -race), so they run without it.
