@@ -28,7 +28,7 @@ const tcliVersion = "v1.5.1"
 const tcliInstall = "GOTOOLCHAIN=local go install github.com/temporalio/cli/cmd/temporal@" + tcliVersion + " (or: make tools)"
 
 // tcliBinary finds the temporal CLI on PATH (make puts .tools there) or in
-// $(go env GOPATH)/bin (where .ci/run installs it). Unlike the optional
+// $(go env GOPATH)/bin (where a developer may have it). Unlike the optional
 // servers it is never skipped: without it the README's examples would go
 // untested without anyone noticing.
 func tcliBinary(t *testing.T) string {
