@@ -123,6 +123,7 @@ func TestREADMETemporalCLI(t *testing.T) {
 		// Real etcd with TLS, one member each as the example lists one
 		// endpoint each; the cluster stays as written.
 		k := startKopsCluster(t, 1)
+		putKubernetesBasics(t, k.main.Client(t)) // for the drill below
 		c := take(t, "start ClusterBackup")
 		args := append([]string{}, c.Args...)
 		in := tcliDecodeInput(t, args[tcliFlag(args, "input")])
@@ -156,6 +157,21 @@ func TestREADMETemporalCLI(t *testing.T) {
 			// And it holds the data: etcd started from it serves every key.
 			requireSameKeys(t, ctx, ec.cluster, etcdtest.StartFromSnapshot(t, downloadSnapshot(t, ctx, store, ec.res.Backup)), ec.prefix)
 		}
+	})
+
+	t.Run("RestoreDrill", func(t *testing.T) {
+		// The newest backup of main, just taken above, restored on the worker.
+		c := take(t, "start RestoreDrill")
+		args := append([]string{}, c.Args...)
+		in := tcliDecodeInput(t, args[tcliFlag(args, "input")])
+		tcliReplace(t, in, "stateStore", tcliStateStore)
+		args[tcliFlag(args, "input")] = tcliEncode(t, in)
+		out := r.run(t, ctx, args...)
+		var res api.RestoreDrillResult
+		require.NoError(t, f.tp.Client.GetWorkflow(ctx, tcliFlagValue(args, "workflow-id"), tcliRunID(t, out)).Get(ctx, &res))
+		require.Len(t, res.Drills, 1)
+		require.True(t, res.Drills[0].Passed, "%v", res.Drills[0].Failures)
+		require.True(t, res.Drills[0].CountsCompared)
 	})
 
 	// The etcd-manager restore example runs on the Docker masters. Its

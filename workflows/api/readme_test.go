@@ -22,6 +22,7 @@ func TestREADMEInputs(t *testing.T) {
 		"EtcdManagerRestore": func() any { return &EtcdManagerRestoreInput{} },
 		"VolumeSnapshot":     func() any { return &VolumeSnapshotInput{} },
 		"VolumeRestore":      func() any { return &VolumeRestoreInput{} },
+		"RestoreDrill":       func() any { return &RestoreDrillInput{} },
 	}
 	re := regexp.MustCompile(`--type (\w+)[^\n]*\\\n\s*--input '([^']+)'`)
 	seen := map[string]bool{}
@@ -44,7 +45,7 @@ func TestREADMEInputs(t *testing.T) {
 			t.Errorf("README input of %s is refused: %v", typ, err)
 		}
 	}
-	for _, typ := range []string{WorkflowClusterBackup, WorkflowEtcdManagerRestore, WorkflowVolumeSnapshot, WorkflowVolumeRestore} {
+	for _, typ := range []string{WorkflowClusterBackup, WorkflowEtcdManagerRestore, WorkflowVolumeSnapshot, WorkflowVolumeRestore, WorkflowRestoreDrill} {
 		if !seen[typ] {
 			t.Errorf("README has no temporal workflow start example for %s", typ)
 		}
