@@ -100,7 +100,10 @@ func startEtcd(dir, name string, port, peer int, certs etcdtest.CertFiles) (*emb
 	return e, nil
 }
 
-// seed puts some Kubernetes-like objects into main the first time.
+// seed puts some Kubernetes-like objects into main the first time: what a
+// restore drill requires of main (the first namespaces, the service IP
+// range, a master lease, here without an etcd lease so it stays), and n
+// config maps of 2 KiB.
 func seed(ctx context.Context, conn etcdconn.Config, n int) error {
 	cli, err := etcdconn.New(ctx, conn)
 	if err != nil {
@@ -109,6 +112,12 @@ func seed(ctx context.Context, conn etcdconn.Config, n int) error {
 	defer cli.Close()
 	if resp, err := cli.Get(ctx, "/registry/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count > 0 {
 		return err
+	}
+	for _, k := range []string{"/registry/namespaces/default", "/registry/namespaces/kube-system",
+		"/registry/ranges/serviceips", "/registry/masterleases/127.0.0.1"} {
+		if _, err := cli.Put(ctx, k, `{"kind":"dev"}`); err != nil {
+			return err
+		}
 	}
 	for i := range n {
 		if _, err := cli.Put(ctx, etcdtest.Key("/registry/configmaps/default/", i), string(etcdtest.Value("/registry/configmaps/default/", i, 2048))); err != nil {
