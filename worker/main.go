@@ -60,8 +60,15 @@ be on this machine (S3_ENDPOINT on 127.0.0.1) and the instance metadata service 
 KOPSDR_LOCAL_ONLY=0 lifts that.
 
 --metrics-address HOST:PORT serves Prometheus metrics on /metrics: the Temporal SDK's
-(temporal_*) and kopsdr's backup and restore metrics (kopsdr_*), labelled by cluster and
-etcd; deploy/prometheus/kopsdr-rules.yml holds alerts on them.`,
+(temporal_*) and kopsdr's backup, restore and drill metrics (kopsdr_*), labelled by cluster
+and etcd; deploy/prometheus/kopsdr-rules.yml holds alerts on them.
+
+Restore drills restore backups into a throwaway etcd in the temp dir (TMPDIR, default /tmp),
+which needs about twice the largest snapshot free.
+
+The workflows set the search attributes KopsCluster, EtcdCluster and BackupName when the
+namespace has them: --dev registers them; on a real server register them once (the worker
+logs the command when they are missing).`,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
