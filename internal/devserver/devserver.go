@@ -10,6 +10,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,6 +20,8 @@ import (
 	uiserver "github.com/temporalio/ui-server/v2/server"
 	uiconfig "github.com/temporalio/ui-server/v2/server/config"
 	uioptions "github.com/temporalio/ui-server/v2/server/server_options"
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/server/common/authorization"
 	"go.temporal.io/server/common/cluster"
 	"go.temporal.io/server/common/config"
@@ -28,6 +31,7 @@ import (
 	"go.temporal.io/server/temporal"
 
 	"github.com/kopsdr/kopsdr/internal/inputerr"
+	"github.com/kopsdr/kopsdr/internal/searchattr"
 )
 
 // Options says where the embedded server listens and keeps its state.
@@ -105,7 +109,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			return nil, fmt.Errorf("dev server schema: %w", err)
 		}
 	}
-	ns, err := sqliteschema.NewNamespaceConfig("active", o.Namespace, false, nil)
+	// A new namespace gets kopsdr's search attributes with it, usable from
+	// the first second; one created by an older kopsdr gets them from
+	// registerSearchAttributes below.
+	ns, err := sqliteschema.NewNamespaceConfig("active", o.Namespace, false, searchattr.Types())
 	if err != nil {
 		return nil, err
 	}
@@ -148,6 +155,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		_ = ts.Stop()
 		return nil, err
 	}
+	registerSearchAttributes(ctx, s.Frontend, o)
 	if o.UIPort > 0 {
 		s.ui = uiserver.NewServer(uioptions.WithConfigProvider(&uiconfig.Config{
 			Host:                o.IP,
@@ -292,5 +300,22 @@ func waitListening(ctx context.Context, addr string) error {
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// registerSearchAttributes makes sure the namespace has kopsdr's search
+// attributes, so runs can be filtered by cluster in the Web UI and with
+// `kopsdr runs`. Failing that is a warning, not a reason to refuse to
+// start: backups and restores work without them, and the worker says again
+// what is missing when it starts.
+func registerSearchAttributes(ctx context.Context, frontend string, o Options) {
+	c, err := client.Dial(client.Options{HostPort: frontend, Namespace: o.Namespace,
+		Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
+	if err == nil {
+		defer c.Close()
+		_, err = searchattr.Ensure(ctx, c, o.Namespace)
+	}
+	if err != nil {
+		o.Logger.Warn("dev server: kopsdr's search attributes are not registered: " + err.Error())
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/server/temporaltest"
 
+	"github.com/kopsdr/kopsdr/internal/searchattr"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/worker/registry"
 )
@@ -26,7 +27,9 @@ type Temporal struct {
 	Address   string
 }
 
-// StartTemporal starts a real Temporal server (SQLite in memory) for this test.
+// StartTemporal starts a real Temporal server (SQLite in memory) for this
+// test, with kopsdr's search attributes registered as an operator of a real
+// server would have them.
 func StartTemporal(t testing.TB) *Temporal {
 	t.Helper()
 	tt, ok := t.(*testing.T)
@@ -38,7 +41,13 @@ func StartTemporal(t testing.TB) *Temporal {
 	if !ok {
 		t.Cleanup(ts.Stop)
 	}
-	return &Temporal{Server: ts, Client: ts.GetDefaultClient(), Namespace: ts.GetDefaultNamespace(), Address: ts.GetFrontendHostPort()}
+	tp := &Temporal{Server: ts, Client: ts.GetDefaultClient(), Namespace: ts.GetDefaultNamespace(), Address: ts.GetFrontendHostPort()}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := searchattr.Ensure(ctx, tp.Client, tp.Namespace); err != nil {
+		t.Fatalf("register kopsdr's search attributes in the test server: %v", err)
+	}
+	return tp
 }
 
 // StartWorker runs kopsdr's real registry in this process on task queue
