@@ -319,8 +319,8 @@ func (rep fleetReport) text(w io.Writer) {
 		case c.LastFailedRun != nil:
 			f := c.LastFailedRun
 			failed = fmt.Sprintf("%s %s (%s)", f.Start.Format(time.RFC3339), f.WorkflowID, f.Type)
-			if f.Failure != "" {
-				failed += ": " + f.Failure
+			if msg := f.failure(); msg != "" {
+				failed += ": " + msg
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Cluster, c.BackupSchedule.summary(), c.DrillSchedule.summary(), failed)

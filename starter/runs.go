@@ -85,7 +85,8 @@ type runRow struct {
 	Close       *time.Time `json:"closeTime,omitempty"`
 	EtcdCluster string     `json:"etcdCluster,omitempty"`
 	BackupName  string     `json:"backupName,omitempty"`
-	Failure     string     `json:"failure,omitempty"` // why a failed run failed, or why one was terminated
+	Failure     string     `json:"failure,omitempty"`     // why a failed run failed, or why one was terminated
+	FailureType string     `json:"failureType,omitempty"` // kopsdr's error type (api.ErrType*), e.g. EtcdUnreachable
 }
 
 // listRuns lists up to limit runs matching f, in Temporal's order. The
@@ -113,7 +114,7 @@ func listRuns(ctx context.Context, c client.Client, namespace string, f searchat
 	}
 	for i, r := range rows {
 		if r.Status == stateName(enumspb.WORKFLOW_EXECUTION_STATUS_FAILED) || r.Status == stateName(enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED) {
-			rows[i].Failure = closeReason(ctx, c, r.WorkflowID, r.RunID)
+			rows[i].FailureType, rows[i].Failure = closeReason(ctx, c, r.WorkflowID, r.RunID)
 		}
 	}
 	return rows, nil
@@ -157,26 +158,29 @@ func keyword(e *workflowpb.WorkflowExecutionInfo, name string) string {
 	return s
 }
 
-// closeReason is the innermost failure message of a failed run (the
-// activity's own error, not Temporal's wrappers), or a terminated run's
-// reason; "" when it cannot be read.
-func closeReason(ctx context.Context, c client.Client, id, runID string) string {
+// closeReason is why a run failed: the type of the first application
+// error in its failure (the one kopsdr raised, e.g. EtcdUnreachable) and
+// the innermost message, as kopsdr status shows it; or a terminated run's
+// reason. Both are "" when the close event cannot be read.
+func closeReason(ctx context.Context, c client.Client, id, runID string) (errType, msg string) {
 	it := c.GetWorkflowHistory(ctx, id, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_CLOSE_EVENT)
 	if !it.HasNext() {
-		return ""
+		return "", ""
 	}
 	ev, err := it.Next()
 	if err != nil {
-		return ""
+		return "", ""
 	}
 	if t := ev.GetWorkflowExecutionTerminatedEventAttributes(); t != nil {
-		return "terminated: " + t.GetReason()
+		return "", "terminated: " + t.GetReason()
 	}
-	f := ev.GetWorkflowExecutionFailedEventAttributes().GetFailure()
-	for f.GetCause() != nil {
-		f = f.GetCause()
+	for f := ev.GetWorkflowExecutionFailedEventAttributes().GetFailure(); f != nil; f = f.GetCause() {
+		if errType == "" {
+			errType = f.GetApplicationFailureInfo().GetType()
+		}
+		msg = f.GetMessage()
 	}
-	return f.GetMessage()
+	return errType, msg
 }
 
 func printRuns(w io.Writer, rows []runRow) {
@@ -191,9 +195,17 @@ func printRuns(w io.Writer, rows []runRow) {
 			closed = r.Close.Format(time.RFC3339)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Start.Format(time.RFC3339), closed, r.Status, r.Type,
-			r.WorkflowID, orDash(r.EtcdCluster), orDash(r.BackupName), r.Failure)
+			r.WorkflowID, orDash(r.EtcdCluster), orDash(r.BackupName), r.failure())
 	}
 	tw.Flush()
+}
+
+// failure is the error as the tables show it: "EtcdUnreachable: message".
+func (r runRow) failure() string {
+	if r.FailureType == "" || r.Failure == "" {
+		return r.Failure
+	}
+	return r.FailureType + ": " + r.Failure
 }
 
 func orDash(s string) string {
