@@ -78,7 +78,8 @@ or CI can page on it.`,
 				defer c.Close()
 				r.temporal = c
 			} else if stateStore == "" {
-				return fmt.Errorf("without --state-store the clusters come from their backup schedules, and %w", err)
+				// Not wrapped: the error line keeps the hint about --state-store.
+				return fmt.Errorf("without --state-store the clusters come from their backup schedules, and %v", err)
 			} else {
 				var u unreachable
 				if errors.As(err, &u) {
