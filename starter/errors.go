@@ -22,6 +22,7 @@ const (
 	exitCanceled    = 4
 	exitTerminated  = 5
 	exitTimedOut    = 6
+	exitStale       = 7 // report: a backup missing or older than --max-age
 	exitInterrupted = 130
 )
 
@@ -132,6 +133,7 @@ func (a *app) report(err error) int {
 		fe flagError
 		we workflowEnded
 		ir interrupted
+		sb staleBackups
 	)
 	switch {
 	case errors.As(err, &fe):
@@ -145,6 +147,9 @@ func (a *app) report(err error) int {
 	case errors.As(err, &we):
 		code, msg = we.code(), we.Error()
 		out["workflowId"] = we.id
+	case errors.As(err, &sb):
+		code, msg = exitStale, sb.Error()
+		out["stale"] = sb.items
 	}
 	if ie, ok := inputerr.As(err); ok {
 		code, msg = exitBadInput, inputMessage(ie)

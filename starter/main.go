@@ -59,7 +59,8 @@ variables KOPS_CLUSTER_NAME and KOPS_STATE_STORE.
 
 Exit codes: 0 done (or, for status, still running), 1 an error (Temporal unreachable, no such
 workflow), 2 bad input (nothing was started), 3 the workflow failed, 4 it was cancelled,
-5 terminated, 6 timed out, 130 interrupted while following (the workflow goes on).`,
+5 terminated, 6 timed out, 7 (report) a backup is missing or older than --max-age,
+130 interrupted while following (the workflow goes on).`,
 		SilenceUsage:  true,
 		SilenceErrors: true, // report prints each error once
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -74,7 +75,7 @@ workflow), 2 bad input (nothing was started), 3 the workflow failed, 4 it was ca
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return flagError{err} })
 	root.AddCommand(a.backupCmd(), a.listBackupsCmd(), a.scheduleCmd(), a.restoreCmd(), a.statusCmd(),
 		a.decideCmd(api.UpdateApprove), a.decideCmd(api.UpdateReject), a.cleanLeasesCmd(),
-		a.snapshotVolumesCmd(), a.listVolumeSnapshotsCmd(), a.drillCmd())
+		a.snapshotVolumesCmd(), a.listVolumeSnapshotsCmd(), a.drillCmd(), a.runsCmd(), a.reportCmd())
 	a.addWithdrawCmd(root)
 	for _, c := range allCommands(root) {
 		c.Flags().SetNormalizeFunc(kopsNames)
