@@ -127,7 +127,7 @@ func (a *Backup) UploadSnapshot(ctx context.Context, in UploadInput) (UploadResu
 	stop := heartbeatEvery(ctx, 5*time.Second, func() any { return progress.load() })
 	defer stop()
 
-	rec, recErr := drill.StartRecorder(ctx, cli)
+	rec, recErr := startCounts(ctx, in.Etcd, endpoint)
 	if recErr == nil {
 		defer rec.Stop()
 	}
@@ -168,6 +168,25 @@ func (a *Backup) UploadSnapshot(ctx context.Context, in UploadInput) (UploadResu
 	out := UploadResult{Result: res, Endpoint: endpoint, MemberCount: int32(len(members.Members))}
 	out.Counts = finishCounts(ctx, rec, recErr)
 	return out, nil
+}
+
+// startCounts starts recording key counts on the member the snapshot comes
+// from. A follower may lag the leader, and its snapshot then holds an older
+// revision than the cluster's newest: counting through the same member,
+// with linearizable reads that wait for it to catch up, keeps the counted
+// revision at or below the snapshot's.
+func startCounts(ctx context.Context, c etcdconn.Config, endpoint string) (*drill.Recorder, error) {
+	c.Endpoints = []string{endpoint}
+	cli, err := etcdconn.New(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := drill.StartRecorder(ctx, cli)
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
+	return rec.ClosingClient(), nil
 }
 
 // finishCounts ends the recording of key counts. Counts only serve a later

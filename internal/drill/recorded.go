@@ -69,9 +69,11 @@ var errTooBusy = errors.New("more keys added or removed during the snapshot than
 // Recorder watches the live cluster while a snapshot streams. Start it
 // before the snapshot and Finish it after; Stop releases it either way.
 type Recorder struct {
-	cli    *clientv3.Client
-	cancel context.CancelFunc
-	rec    Recorded
+	cli      *clientv3.Client
+	closeCli bool
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	rec      Recorded
 
 	mu      sync.Mutex
 	seen    int64 // newest revision the watch delivered
@@ -187,5 +189,18 @@ func (r *Recorder) Finish(ctx context.Context) (Recorded, error) {
 	return rec, nil
 }
 
-// Stop ends the watch; Finish calls it, and callers defer it for the error paths.
-func (r *Recorder) Stop() { r.cancel() }
+// Stop ends the watch (and closes the client, see ClosingClient); Finish
+// calls it, and callers defer it for the error paths. It may run twice.
+func (r *Recorder) Stop() {
+	r.cancel()
+	if r.closeCli {
+		r.stopOnce.Do(func() { _ = r.cli.Close() })
+	}
+}
+
+// ClosingClient makes Stop close the recorder's client too, for a client
+// made for it alone.
+func (r *Recorder) ClosingClient() *Recorder {
+	r.closeCli = true
+	return r
+}

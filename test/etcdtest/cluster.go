@@ -335,6 +335,34 @@ func (c *Cluster) Client(t testing.TB) *clientv3.Client {
 	return cli
 }
 
+// MemberClient connects to member i alone, closed when the test ends. A
+// linearizable read through it returns only once that member has applied
+// everything committed before: a test that writes through the leader and
+// then reads a follower's snapshot calls Sync first.
+func (c *Cluster) MemberClient(t testing.TB, i int) *clientv3.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := c.ConnConfig()
+	cfg.Endpoints = []string{c.Endpoints[i]}
+	cli, err := etcdconn.New(ctx, cfg)
+	if err != nil {
+		t.Fatalf("etcdtest: client of member %d: %v", i, err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// Sync waits until member i has applied every write committed so far.
+func (c *Cluster) Sync(t testing.TB, i int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.MemberClient(t, i).Get(ctx, "\x00", clientv3.WithCountOnly()); err != nil {
+		t.Fatalf("etcdtest: sync member %d: %v", i, err)
+	}
+}
+
 // freePorts asks the kernel for n distinct free ports on 127.0.0.1.
 func freePorts(n int) ([]int, error) {
 	var ports []int
