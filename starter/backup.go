@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.temporal.io/sdk/client"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
@@ -65,22 +64,9 @@ func (a *app) backupCmd() *cobra.Command {
 			if err := sf.checkLocal(); err != nil {
 				return err
 			}
-			c, err := a.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			run, err := c.ExecuteWorkflow(cmd.Context(), client.StartWorkflowOptions{
-				ID: api.BackupWorkflowID(in.Cluster, in.EtcdCluster, time.Now()), TaskQueue: api.TaskQueue,
-			}, api.WorkflowEtcdBackup, in)
-			if err != nil {
-				return fmt.Errorf("start backup: %w", err)
-			}
-			if !wait {
-				return a.started(cmd, run, false)
-			}
 			var res api.EtcdBackupResult
-			if err := follow(cmd.Context(), c, run, &res, cmd.ErrOrStderr()); err != nil {
+			id := api.BackupWorkflowID(in.Cluster, in.EtcdCluster, time.Now())
+			if followed, err := a.startWorkflow(cmd, id, api.WorkflowEtcdBackup, "backup", in, wait, &res); !followed || err != nil {
 				return err
 			}
 			return a.print(res, func(w io.Writer) { fmt.Fprintln(w, res.Backup) })

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.temporal.io/sdk/client"
 
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
@@ -41,22 +40,9 @@ drill is refused before it starts. A failed check fails the workflow (exit code 
 			if err := sf.checkLocal(); err != nil {
 				return err
 			}
-			c, err := a.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			id := api.DrillWorkflowID(in.Cluster, in.EtcdClusterOrDefault(), time.Now())
-			run, err := c.ExecuteWorkflow(cmd.Context(), client.StartWorkflowOptions{ID: id, TaskQueue: api.TaskQueue},
-				api.WorkflowRestoreDrill, in)
-			if err != nil {
-				return fmt.Errorf("start drill: %w", err)
-			}
-			if !wait {
-				return a.started(cmd, run, false)
-			}
 			var res api.RestoreDrillResult
-			if err := follow(cmd.Context(), c, run, &res, cmd.ErrOrStderr()); err != nil {
+			id := api.DrillWorkflowID(in.Cluster, in.EtcdClusterOrDefault(), time.Now())
+			if followed, err := a.startWorkflow(cmd, id, api.WorkflowRestoreDrill, "drill", in, wait, &res); !followed || err != nil {
 				return err
 			}
 			return a.print(res, func(w io.Writer) {

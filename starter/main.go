@@ -186,3 +186,22 @@ func connFlags(cmd *cobra.Command) string {
 	}
 	return b.String()
 }
+
+// startWorkflow starts workflow typ with input in under id and, with wait,
+// follows it until it ends and decodes its result into res. followed is
+// false when it only started it (and printed how to follow it).
+func (a *app) startWorkflow(cmd *cobra.Command, id, typ, what string, in any, wait bool, res any) (followed bool, err error) {
+	c, err := a.dial()
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	run, err := c.ExecuteWorkflow(cmd.Context(), client.StartWorkflowOptions{ID: id, TaskQueue: api.TaskQueue}, typ, in)
+	if err != nil {
+		return false, fmt.Errorf("start %s: %w", what, err)
+	}
+	if !wait {
+		return false, a.started(cmd, run, false)
+	}
+	return true, follow(cmd.Context(), c, run, res, cmd.ErrOrStderr())
+}

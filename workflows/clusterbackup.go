@@ -18,28 +18,8 @@ func ClusterBackup(ctx workflow.Context, in ClusterBackupInput) (*ClusterBackupR
 	}
 	newSearchAttrs(ctx).set(ctx, in.Cluster, "", "")
 	status.Step = "backup"
-	id := workflow.GetInfo(ctx).WorkflowExecution.ID
-	futures := map[string]workflow.ChildWorkflowFuture{}
-	for _, ec := range EtcdClusters {
-		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{WorkflowID: id + "/" + ec})
-		futures[ec] = workflow.ExecuteChildWorkflow(cctx, EtcdBackup, in.ForEtcd(ec))
-	}
-	res := &ClusterBackupResult{}
-	var firstErr error
-	for _, ec := range EtcdClusters {
-		var r EtcdBackupResult
-		if err := futures[ec].Get(ctx, &r); err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
-		}
-		if ec == "main" {
-			res.Main = &r
-		} else {
-			res.Events = &r
-		}
-	}
+	both, firstErr := forBoth[EtcdBackupInput, EtcdBackupResult](ctx, EtcdBackup, in.ForEtcd)
+	res := &ClusterBackupResult{Main: both["main"], Events: both["events"]}
 	if firstErr != nil {
 		return res, fail(status, firstErr)
 	}

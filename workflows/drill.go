@@ -83,25 +83,11 @@ func ClusterDrill(ctx workflow.Context, in api.ClusterDrillInput) (*api.ClusterD
 	}
 	newSearchAttrs(ctx).set(ctx, in.Cluster, "", "")
 	status.Step = "drill"
-	id := workflow.GetInfo(ctx).WorkflowExecution.ID
-	futures := map[string]workflow.ChildWorkflowFuture{}
+	both, firstErr := forBoth[api.RestoreDrillInput, api.RestoreDrillResult](ctx, RestoreDrill, in.ForEtcd)
+	res := &api.ClusterDrillResult{Main: both["main"], Events: both["events"]}
 	for _, ec := range EtcdClusters {
-		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{WorkflowID: id + "/" + ec})
-		futures[ec] = workflow.ExecuteChildWorkflow(cctx, RestoreDrill, in.ForEtcd(ec))
-	}
-	res := &api.ClusterDrillResult{}
-	var firstErr error
-	for _, ec := range EtcdClusters {
-		var r api.RestoreDrillResult
-		if err := futures[ec].Get(ctx, &r); err != nil {
-			firstErr = cmpOr(firstErr, err)
-			continue
-		}
-		status.Done = append(status.Done, r.Drills...)
-		if ec == "main" {
-			res.Main = &r
-		} else {
-			res.Events = &r
+		if r := both[ec]; r != nil {
+			status.Done = append(status.Done, r.Drills...)
 		}
 	}
 	if firstErr != nil {
@@ -109,13 +95,6 @@ func ClusterDrill(ctx workflow.Context, in api.ClusterDrillInput) (*api.ClusterD
 	}
 	status.Step = "done"
 	return res, nil
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 func failureSummary(fs []api.DrillFailure) string {

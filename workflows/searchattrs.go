@@ -6,13 +6,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/kopsdr/kopsdr/workflows/api"
-)
-
-var (
-	keyKopsCluster = temporal.NewSearchAttributeKeyKeyword(api.SearchAttrKopsCluster)
-	keyEtcdCluster = temporal.NewSearchAttributeKeyKeyword(api.SearchAttrEtcdCluster)
-	keyBackupName  = temporal.NewSearchAttributeKeyKeyword(api.SearchAttrBackupName)
+	"github.com/kopsdr/kopsdr/internal/searchattr"
 )
 
 // searchAttrsRegistered is the worker's finding, at start, that the
@@ -49,13 +43,13 @@ func (s *searchAttrs) set(ctx workflow.Context, cluster, etcdCluster, backup str
 	}
 	var updates []temporal.SearchAttributeUpdate
 	if cluster != "" {
-		updates = append(updates, keyKopsCluster.ValueSet(cluster))
+		updates = append(updates, searchattr.KopsCluster.ValueSet(cluster))
 	}
 	if etcdCluster != "" {
-		updates = append(updates, keyEtcdCluster.ValueSet(etcdCluster))
+		updates = append(updates, searchattr.EtcdCluster.ValueSet(etcdCluster))
 	}
 	if backup != "" {
-		updates = append(updates, keyBackupName.ValueSet(backup))
+		updates = append(updates, searchattr.BackupName.ValueSet(backup))
 	}
 	if len(updates) == 0 {
 		return
