@@ -56,11 +56,11 @@ func TestCLIBackupAndList(t *testing.T) {
 
 	stdout, stderr, err = stack.Run(t, filepath.Join(bin, "kopsdr"), s3.Env(), "list-backups", "--backup-store", store)
 	require.NoError(t, err, stderr)
-	require.Equal(t, res["backup"], strings.TrimSpace(stdout))
+	require.Equal(t, []string{res["backup"].(string), "never", "drilled"}, strings.Fields(stdout))
 	stdout, _, err = stack.Run(t, filepath.Join(bin, "kopsdr"), s3.Env(),
 		"list-backups", "--state-store", "s3://"+bucket, "--cluster", "test.my.clusters", "--etcd", "main", "-o", "json")
 	require.NoError(t, err)
-	require.JSONEq(t, fmt.Sprintf("[%q]", res["backup"]), stdout)
+	require.JSONEq(t, fmt.Sprintf(`[{"name": %q, "verified": "never"}]`, res["backup"]), stdout)
 }
 
 // TestScheduleFiresAndBacksUp creates a schedule with the CLI and waits for
