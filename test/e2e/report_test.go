@@ -14,12 +14,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/temporal"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
 	"github.com/kopsdr/kopsdr/internal/drill"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
-	"github.com/kopsdr/kopsdr/internal/searchattr"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 	"github.com/kopsdr/kopsdr/test/s3test"
@@ -49,26 +47,21 @@ func TestReportAndRuns(t *testing.T) {
 	state := "s3://" + bucket
 	tls := tlsOf(etcd.ConnConfig())
 
-	// The runs carry the search attributes the way kopsdr's workflows set
-	// them, so this test does not depend on the workflows setting them.
-	start := func(id string, attrs []temporal.SearchAttributeUpdate, wf, in any) client.WorkflowRun {
-		run, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: temporalconn.TaskQueue,
-			TypedSearchAttributes: temporal.NewSearchAttributes(attrs...)}, wf, in)
+	// The workflows set their search attributes themselves.
+	start := func(id string, wf, in any) client.WorkflowRun {
+		run, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: temporalconn.TaskQueue}, wf, in)
 		require.NoError(t, err)
 		return run
 	}
 	backups := map[string]client.WorkflowRun{}
 	for _, c := range []string{"a.test", "c.test"} {
-		backups[c] = start("backup/"+c+"/e2e", []temporal.SearchAttributeUpdate{searchattr.KopsCluster.ValueSet(c)},
-			workflows.ClusterBackup, workflows.ClusterBackupInput{Cluster: c, StateStore: state, BackupOptions: tls,
-				Main: workflows.EtcdTarget{Endpoints: etcd.Endpoints}, Events: workflows.EtcdTarget{Endpoints: etcd.Endpoints}})
+		backups[c] = start("backup/"+c+"/e2e", workflows.ClusterBackup, workflows.ClusterBackupInput{Cluster: c, StateStore: state, BackupOptions: tls,
+			Main: workflows.EtcdTarget{Endpoints: etcd.Endpoints}, Events: workflows.EtcdTarget{Endpoints: etcd.Endpoints}})
 	}
 	noEtcd := tls
 	noEtcd.MaxAttempts = 1
-	failed := start("backup/a.test/main/unreachable", []temporal.SearchAttributeUpdate{
-		searchattr.KopsCluster.ValueSet("a.test"), searchattr.EtcdCluster.ValueSet("main")},
-		workflows.EtcdBackup, workflows.EtcdBackupInput{Cluster: "a.test", EtcdCluster: "main", StateStore: state,
-			Endpoints: []string{"https://" + closedAddr(t)}, BackupOptions: noEtcd})
+	failed := start("backup/a.test/main/unreachable", workflows.EtcdBackup, workflows.EtcdBackupInput{Cluster: "a.test", EtcdCluster: "main", StateStore: state,
+		Endpoints: []string{"https://" + closedAddr(t)}, BackupOptions: noEtcd})
 	results := map[string]workflows.ClusterBackupResult{}
 	for c, run := range backups {
 		var res workflows.ClusterBackupResult
@@ -127,28 +120,42 @@ func TestReportAndRuns(t *testing.T) {
 		require.Zero(t, code, stderr)
 		require.NoError(t, json.Unmarshal([]byte(stdout), &runs), stdout)
 	}
+	// The ClusterBackup's children set the attributes on themselves.
+	closed := func() bool {
+		for _, r := range runs {
+			if r.Status == "running" {
+				return false
+			}
+		}
+		return true
+	}
 	require.Eventually(t, func() bool {
 		listRuns()
-		return len(runs) == 2 && runs[0].Status != "running" && runs[1].Status != "running"
-	}, 30*time.Second, 200*time.Millisecond, "kopsdr runs --cluster a.test lists a's two closed runs: %+v", &runs)
+		return len(runs) == 4 && closed()
+	}, 30*time.Second, 200*time.Millisecond, "kopsdr runs --cluster a.test lists a's four closed runs: %+v", &runs)
 	statuses := map[string]string{}
 	for _, r := range runs {
-		statuses[r.WorkflowID] = r.Status + " " + r.Type
+		statuses[r.WorkflowID] = r.Status + " " + r.Type + " " + r.EtcdCluster
 	}
-	assert.Equal(t, map[string]string{"backup/a.test/e2e": "completed ClusterBackup",
-		"backup/a.test/main/unreachable": "failed EtcdBackup"}, statuses)
-	for _, args := range [][]string{{"--failed"}, {"--etcd", "main"}} {
-		listRuns(args...)
-		require.Len(t, runs, 1, "kopsdr runs %v", args)
-		assert.Equal(t, "backup/a.test/main/unreachable", runs[0].WorkflowID)
-		assert.Equal(t, "main", runs[0].EtcdCluster)
-		assert.Contains(t, runs[0].Failure, "connection refused", "a failed run says why")
-		assert.Equal(t, "EtcdUnreachable", runs[0].FailureType)
+	assert.Equal(t, map[string]string{"backup/a.test/e2e": "completed ClusterBackup ",
+		"backup/a.test/e2e/main": "completed EtcdBackup main", "backup/a.test/e2e/events": "completed EtcdBackup events",
+		"backup/a.test/main/unreachable": "failed EtcdBackup main"}, statuses)
+	listRuns("--etcd", "main")
+	require.Len(t, runs, 2, "kopsdr runs --etcd main")
+	for _, r := range runs {
+		assert.Equal(t, "main", r.EtcdCluster)
 	}
+	listRuns("--failed")
+	require.Len(t, runs, 1, "kopsdr runs --failed")
+	assert.Equal(t, "backup/a.test/main/unreachable", runs[0].WorkflowID)
+	assert.Equal(t, "main", runs[0].EtcdCluster)
+	assert.Contains(t, runs[0].Failure, "connection refused", "a failed run says why")
+	assert.Equal(t, "EtcdUnreachable", runs[0].FailureType)
 	stdout, _, code := cli(withConn("runs", "--cluster", "a.test", "--failed")...)
 	require.Zero(t, code)
 	assert.Regexp(t, `(?m)^STARTED\s+CLOSED\s+STATUS\s+TYPE\s+WORKFLOW ID\s+ETCD\s+BACKUP\s+ERROR$`, stdout)
-	assert.Regexp(t, `failed\s+EtcdBackup\s+backup/a\.test/main/unreachable\s+main\s+-\s+EtcdUnreachable: `, stdout)
+	// The backup had reserved its name before etcd did not answer.
+	assert.Regexp(t, `failed\s+EtcdBackup\s+backup/a\.test/main/unreachable\s+main\s+\S+Z-\d{6}\s+EtcdUnreachable: `, stdout)
 	stdout, stderr, code := cli(withConn("runs", "--cluster", "b.test")...)
 	require.Zero(t, code, stderr)
 	assert.Empty(t, stdout)
@@ -217,7 +224,7 @@ func TestReportAndRuns(t *testing.T) {
 	assert.True(t, a.BackupSchedule.Exists)
 	assert.False(t, a.BackupSchedule.Paused)
 	assert.NotNil(t, a.BackupSchedule.NextRun)
-	assert.False(t, a.DrillSchedule.Exists)
+	assert.True(t, a.DrillSchedule.Exists, "schedule create adds the daily drill schedule")
 	require.NotNil(t, a.LastFailedRun)
 	assert.Equal(t, "backup/a.test/main/unreachable", a.LastFailedRun.WorkflowID)
 	assert.NotEmpty(t, a.LastFailedRun.Failure)
