@@ -11,3 +11,10 @@ func SetDialControl(f func(network, address string) error) (restore func()) {
 	dialControl = f
 	return func() { dialControl = old }
 }
+
+// UseSDKRetryer makes stores opened until restore is called use the SDK's
+// default retryer instead of kopsdr's.
+func UseSDKRetryer() (restore func()) {
+	sdkRetryer = true
+	return func() { sdkRetryer = false }
+}

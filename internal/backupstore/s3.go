@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -57,6 +58,10 @@ const EnvLocalOnly = localonly.Env
 
 // LocalOnly reports whether EnvLocalOnly is set.
 func LocalOnly() bool { return localonly.On() }
+
+// sdkRetryer leaves the SDK's own retryer in place: a test seam, so the
+// benchmark can measure the SDK's defaults beside kopsdr's.
+var sdkRetryer = false
 
 // imdsAddr is where the SDK's default credential chain looks last, and
 // what a test or dev machine must never contact.
@@ -159,9 +164,22 @@ func openS3(ctx context.Context, loc Location, o Options) (*s3Store, error) {
 		loadOpts = append(loadOpts, config.WithHTTPClient(newLocalClient(local)),
 			config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
 	}
+	maxBackoff, err := checkRetryEnv()
+	if err != nil {
+		return nil, err
+	}
 	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("loading AWS configuration: %w", err)
+	}
+	policy, err := retryPolicyFor(cfg, maxBackoff)
+	if err != nil {
+		return nil, err
+	}
+	if !sdkRetryer {
+		// Each client calls this for a retryer of its own. The attempts are
+		// in the policy already; left set, the SDK would wrap it once more.
+		cfg.Retryer, cfg.RetryMaxAttempts = policy.newRetryer, 0
 	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1" // only used to find the bucket's real region below
@@ -279,10 +297,13 @@ func (s *s3Store) Put(ctx context.Context, key string, r io.Reader, o PutOptions
 
 // abortFailedUpload makes sure a failed multipart upload does not linger.
 // The uploader aborts with the caller's context, which fails when that
-// context was cancelled; so abort again with a context that outlives it.
+// context was cancelled, and it drops the abort's own error (a store that
+// throttled the parts may throttle the abort until its attempts run out);
+// so abort again, with fresh attempts and a context that outlives the
+// caller's. After a good abort this costs one request answered NoSuchUpload.
 func (s *s3Store) abortFailedUpload(ctx context.Context, fullKey string, err error) {
 	var mf manager.MultiUploadFailure
-	if !errors.As(err, &mf) || mf.UploadID() == "" || ctx.Err() == nil {
+	if !errors.As(err, &mf) || mf.UploadID() == "" {
 		return
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -458,6 +479,7 @@ func (s *s3Store) mapErr(ctx context.Context, op, key string, err error) error {
 	if errors.As(err, &apiErr) {
 		code = apiErr.ErrorCode()
 	}
+	var gaveUp *retry.MaxAttemptsError
 	status := 0
 	var withStatus interface{ HTTPStatusCode() int }
 	if errors.As(err, &withStatus) {
@@ -472,6 +494,9 @@ func (s *s3Store) mapErr(ctx context.Context, op, key string, err error) error {
 		return fmt.Errorf("%s %s: %w", op, key, ErrNotFound)
 	case code == "NotFound" || (status == http.StatusNotFound && (op == "get" || op == "stat")):
 		return s.explainHeadNotFound(ctx, op, key)
+	case errors.As(err, &gaveUp):
+		return fmt.Errorf("%s %s in %s: the store kept failing, gave up after %d attempts of one request "+
+			"(if it throttles for longer, raise %s or %s): %w", op, key, s.URL(), gaveUp.Attempt, EnvMaxAttempts, EnvMaxBackoff, err)
 	}
 	return fmt.Errorf("%s %s in %s: %w", op, key, s.URL(), err)
 }
