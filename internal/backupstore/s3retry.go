@@ -117,7 +117,7 @@ func checkRetryEnv() (time.Duration, error) {
 		return DefaultMaxBackoff, nil
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 || d > maxBackoffOK {
+	if err != nil || d < time.Millisecond || d > maxBackoffOK {
 		return 0, inputerr.New(EnvMaxBackoff, v, "set a Go duration from 1ms to "+maxBackoffOK.String()+
 			" such as 20s, the longest wait between two attempts of one S3 request, or unset it for "+DefaultMaxBackoff.String())
 	}

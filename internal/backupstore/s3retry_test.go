@@ -199,6 +199,7 @@ func TestRetryVariablesRejectBadValues(t *testing.T) {
 		{backupstore.EnvMaxBackoff, "20"},
 		{backupstore.EnvMaxBackoff, "0s"},
 		{backupstore.EnvMaxBackoff, "-1s"},
+		{backupstore.EnvMaxBackoff, "500us"},
 		{backupstore.EnvMaxBackoff, "20h"},
 	} {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
