@@ -46,10 +46,10 @@ const (
 
 // Backoff bases, doubled per retry up to the cap, with full jitter (a
 // uniform delay between zero and that) so a fleet's workers that were
-// throttled together do not come back together. A throttle (503, 429,
-// SlowDown) means the store needs relief: wait on the scale of seconds. A
-// dropped connection or a 500 is usually over at once. These are the bases
-// of the SDK's own revised retry behaviour (AWS_NEW_RETRIES_2026).
+// throttled together do not come back together. A throttle means the store
+// needs relief: wait on the scale of seconds, as the SDK's own revised
+// retry behaviour (AWS_NEW_RETRIES_2026) does. Other retryable answers (500,
+// RequestTimeout) are usually over at once.
 const (
 	throttleBase  = time.Second
 	transientBase = 50 * time.Millisecond
@@ -66,17 +66,26 @@ var extraThrottleCodes = map[string]struct{}{
 	"TooManyRequests": {},
 }
 
-// throttleStatus counts a 503 or 429 as a throttle whatever its body says:
-// S3 uses 503 for SlowDown, and a HEAD request's error has no body at all.
-type throttleStatus struct{}
+// throttleSigns counts as a throttle, besides the SDK's error codes:
+//   - a 503 or 429 whatever its body says: S3 uses 503 for SlowDown, and a
+//     HEAD request's error has no body at all;
+//   - a connection reset or refused: the SDK sets Expect: 100-continue on
+//     parts, but net/http never waits for the 100 (the SDK's request carries
+//     no HTTP version), so the body goes out at once; a store that refuses a
+//     part early with SlowDown and closes the connection then shows up here
+//     as a reset in the middle of the body, not as a 503.
+type throttleSigns struct{}
 
-func (throttleStatus) IsErrorThrottle(err error) aws.Ternary {
+func (throttleSigns) IsErrorThrottle(err error) aws.Ternary {
 	var e interface{ HTTPStatusCode() int }
 	if errors.As(err, &e) {
 		switch e.HTTPStatusCode() {
 		case http.StatusServiceUnavailable, http.StatusTooManyRequests:
 			return aws.TrueTernary
 		}
+	}
+	if (retry.RetryableConnectionError{}).IsErrorRetryable(err) == aws.TrueTernary {
+		return aws.TrueTernary
 	}
 	return aws.UnknownTernary
 }
@@ -108,7 +117,7 @@ func checkRetryEnv() (time.Duration, error) {
 		return DefaultMaxBackoff, nil
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 || d > maxBackoffOK {
+	if err != nil || d < time.Millisecond || d > maxBackoffOK {
 		return 0, inputerr.New(EnvMaxBackoff, v, "set a Go duration from 1ms to "+maxBackoffOK.String()+
 			" such as 20s, the longest wait between two attempts of one S3 request, or unset it for "+DefaultMaxBackoff.String())
 	}
@@ -135,7 +144,7 @@ func retryPolicyFor(cfg aws.Config, maxBackoff time.Duration) (retryPolicy, erro
 // newRetryer is the retryer of one S3 client; each client gets its own, so
 // adaptive mode's send rate is learnt per store.
 func (p retryPolicy) newRetryer() aws.Retryer {
-	throttles := []retry.IsErrorThrottle{throttleStatus{}, retry.ThrottleErrorCode{Codes: extraThrottleCodes}}
+	throttles := []retry.IsErrorThrottle{throttleSigns{}, retry.ThrottleErrorCode{Codes: extraThrottleCodes}}
 	standard := func(o *retry.StandardOptions) {
 		o.MaxAttempts = p.maxAttempts
 		o.MaxBackoff = p.maxBackoff

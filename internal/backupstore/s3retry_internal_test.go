@@ -84,15 +84,16 @@ func TestRetryerRetriesThrottlesAndResets(t *testing.T) {
 }
 
 // TestBackoffBounds: full jitter below base x 2^(attempt-1), with a base of
-// 1s for throttles and 50ms otherwise, and never above the cap.
+// 1s for throttles (resets included) and 50ms otherwise, never above the cap.
 func TestBackoffBounds(t *testing.T) {
 	const maxBackoff = 20 * time.Second
-	b := jitterBackoff{max: maxBackoff, throttle: throttleStatus{}}
+	b := jitterBackoff{max: maxBackoff, throttle: throttleSigns{}}
+	reset := &smithyhttp.RequestSendError{Err: errors.New("write: connection reset by peer")}
 	for attempt := 1; attempt <= 40; attempt++ {
 		for _, tc := range []struct {
 			err  error
 			base time.Duration
-		}{{responseErr(503), time.Second}, {responseErr(500), 50 * time.Millisecond}} {
+		}{{responseErr(503), time.Second}, {reset, time.Second}, {responseErr(500), 50 * time.Millisecond}} {
 			limit := min(maxBackoff, tc.base<<min(attempt-1, 20))
 			var longest time.Duration
 			for range 200 {

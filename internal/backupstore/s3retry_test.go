@@ -180,7 +180,7 @@ func TestAdaptiveRetryMode(t *testing.T) {
 	s, faults := faultyStore(t)
 	t.Setenv(backupstore.EnvRetryMode, "adaptive")
 	s = open(t, s.URL())
-	faults.FailEvery(2)
+	faults.FailEvery(3)
 	want, _, err := putStream(t, s, "adaptive/etcd.backup.gz", size20MiB)
 	require.NoError(t, err)
 	faults.FailEvery(0)
@@ -199,6 +199,7 @@ func TestRetryVariablesRejectBadValues(t *testing.T) {
 		{backupstore.EnvMaxBackoff, "20"},
 		{backupstore.EnvMaxBackoff, "0s"},
 		{backupstore.EnvMaxBackoff, "-1s"},
+		{backupstore.EnvMaxBackoff, "500us"},
 		{backupstore.EnvMaxBackoff, "20h"},
 	} {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {

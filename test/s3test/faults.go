@@ -154,8 +154,12 @@ func (f *Faults) Wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch f.decide(r) {
 		case slowDown:
-			// Answered before the body is read: the SDK sends large bodies
-			// with Expect: 100-continue, so, as with S3, they are never sent.
+			// Answered after the body is read. The SDK sets Expect:
+			// 100-continue on large bodies, but net/http never waits for the
+			// 100 (the SDK's requests carry no HTTP version) and sends the
+			// body at once; answering before reading it would make our close
+			// reset it mid-body, and the client would see a reset, not 503.
+			_, _ = io.Copy(io.Discard, r.Body)
 			w.Header().Set("Content-Type", "application/xml")
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?>`+
