@@ -63,7 +63,7 @@ func openBackup(ctx context.Context, store backupstore.Store, backup string) (*s
 	default:
 		src.objectSize = info.Size
 	}
-	if data, err := readSmall(ctx, store, backup+"/"+etcdmanager.KopsdrFile); err == nil {
+	if data, err := etcdmanager.ReadSmall(ctx, store, backup+"/"+etcdmanager.KopsdrFile); err == nil {
 		_ = json.Unmarshal(data, &src.facts) // unreadable facts only cost the better size estimate
 	} else if !errors.Is(err, backupstore.ErrNotFound) {
 		return nil, fmt.Errorf("drill %s: %w", backup, err)
@@ -200,17 +200,4 @@ func (p *progressReader) Read(b []byte) (int, error) {
 		p.err = err
 	}
 	return n, err
-}
-
-// maxSmallObject bounds kopsdr.json: a few hundred bytes, and the counts
-// with at most MaxChanges changes.
-const maxSmallObject = 1 << 20
-
-func readSmall(ctx context.Context, s backupstore.Store, key string) ([]byte, error) {
-	rc, err := s.Get(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	return io.ReadAll(io.LimitReader(rc, maxSmallObject))
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
+	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 )
 
 // ResultFile is the drill's record inside the backup folder. etcd-manager
@@ -29,7 +30,7 @@ func WriteResult(ctx context.Context, store backupstore.Store, backup string, r 
 // ReadResult reads the last drill's result of backup; ok is false when the
 // backup was never drilled.
 func ReadResult(ctx context.Context, store backupstore.Store, backup string) (Result, bool, error) {
-	data, err := readSmall(ctx, store, backup+"/"+ResultFile)
+	data, err := etcdmanager.ReadSmall(ctx, store, backup+"/"+ResultFile)
 	if errors.Is(err, backupstore.ErrNotFound) {
 		return Result{}, false, nil
 	}

@@ -33,7 +33,7 @@ var (
 
 // ReadClusterSpec reads control/etcd-cluster-spec.
 func ReadClusterSpec(ctx context.Context, s backupstore.Store) (ClusterSpec, error) {
-	data, err := readSmall(ctx, s, ClusterSpecKey)
+	data, err := ReadSmall(ctx, s, ClusterSpecKey)
 	if errors.Is(err, backupstore.ErrNotFound) {
 		return ClusterSpec{}, fmt.Errorf("%w in %s (kops writes %s when it creates the cluster): %w",
 			ErrNoClusterSpec, s.URL(), ClusterSpecKey, err)
@@ -176,7 +176,7 @@ func ListCommands(ctx context.Context, s backupstore.Store) ([]Command, error) {
 		if path.Base(o.Key) != CommandFile {
 			continue
 		}
-		data, err := readSmall(ctx, s, o.Key)
+		data, err := ReadSmall(ctx, s, o.Key)
 		if errors.Is(err, backupstore.ErrNotFound) {
 			continue // executed and deleted since we listed
 		}

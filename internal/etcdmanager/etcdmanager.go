@@ -155,7 +155,7 @@ func ReadBackupInfo(ctx context.Context, s backupstore.Store, backup string) (Ba
 	if err := checkFolderName("backup", backup); err != nil {
 		return BackupInfo{}, err
 	}
-	data, err := readSmall(ctx, s, backup+"/"+MetaFile)
+	data, err := ReadSmall(ctx, s, backup+"/"+MetaFile)
 	if err != nil {
 		return BackupInfo{}, err
 	}
@@ -179,7 +179,9 @@ func WriteBackupInfo(ctx context.Context, s backupstore.Store, backup string, in
 // objects, which are a few hundred bytes; a huge one is not ours.
 const maxSmallObject = 1 << 20
 
-func readSmall(ctx context.Context, s backupstore.Store, key string) ([]byte, error) {
+// ReadSmall reads a small object (a meta, a spec, a command, kopsdr's own
+// JSON records) and refuses one larger than 1 MiB rather than hold it.
+func ReadSmall(ctx context.Context, s backupstore.Store, key string) ([]byte, error) {
 	rc, err := s.Get(ctx, key)
 	if err != nil {
 		return nil, err

@@ -68,7 +68,7 @@ func putMarker(ctx context.Context, s backupstore.Store, name string, m Marker) 
 // readMarker returns the marker of folder name, or nil when there is none
 // or it is not kopsdr's JSON.
 func readMarker(ctx context.Context, s backupstore.Store, name string) (*Marker, error) {
-	data, err := readSmall(ctx, s, MarkerKey(name))
+	data, err := ReadSmall(ctx, s, MarkerKey(name))
 	if errors.Is(err, backupstore.ErrNotFound) {
 		return nil, nil
 	}
