@@ -139,6 +139,8 @@ func TestBadInputStartsNothing(t *testing.T) {
 		{"drill max-backups without undrilled", drillArgs("--max-backups", "3"), []string{"--max-backups", "undrilled"}},
 		{"drill too many backups", drillArgs("--backup", "undrilled", "--max-backups", "1000"), []string{"--max-backups", "1 to 100"}},
 		{"drill both stores", drillArgs("--backup-store", "s3://b/c.example.com/backups/etcd/main"), []string{"--backup-store", "not both"}},
+		{"drill empty etcd", drillArgs("--etcd", ""), []string{"--etcd", "leave the flag out"}},
+		{"drill empty backup", drillArgs("--backup", ""), []string{"--backup", "leave the flag out"}},
 		{"drill without cluster", []string{"drill", "--state-store", state}, []string{"--cluster"}},
 		{"schedule negative drill-every", sched("--every", "1h", "--drill-every", "-1h"), []string{"--drill-every", "positive"}},
 		{"schedule drill-every with volume snapshots", []string{"schedule", "create", "--cluster", "c.example.com", "--volume-snapshots",

@@ -34,6 +34,13 @@ drill is refused before it starts. A failed check fails the workflow (exit code 
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			in.BackupStore, in.StateStore = sf.backupStore, sf.stateStore
+			// Empty means "the default" in the JSON input; typed on the
+			// command line it is a mistake, not a wish for main or latest.
+			for flag, v := range map[string]string{"etcd": in.EtcdCluster, "backup": in.Backup} {
+				if v == "" {
+					return badFlag(flag, v, "give a value or leave the flag out")
+				}
+			}
 			if err := in.Validate(); err != nil {
 				return err
 			}
