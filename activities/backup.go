@@ -216,6 +216,8 @@ type FinalizeInput struct {
 	WorkflowID  string                   `json:"workflowId"`
 	SSEKMSKeyID string                   `json:"sseKmsKeyId,omitempty"`
 	Timestamp   time.Time                `json:"timestamp"`
+	// PointInTime, for a backup made by replaying changes, says how.
+	PointInTime *PointInTimeFacts `json:"pointInTime,omitempty"`
 }
 
 // Facts are kopsdr's own record of a backup, kept in kopsdr.json beside the
@@ -235,6 +237,20 @@ type Facts struct {
 	// Counts are the keys per /registry/<resource>/ prefix around the
 	// snapshot (drill.Recorded), which a drill compares with the restore.
 	Counts *drill.Recorded `json:"counts,omitempty"`
+	// PointInTime is set on a backup made by make-backup: Revision is then
+	// exactly the snapshot's.
+	PointInTime *PointInTimeFacts `json:"pointInTime,omitempty"`
+}
+
+// PointInTimeFacts say how a backup was made from a full backup and the
+// changes captured after it.
+type PointInTimeFacts struct {
+	BaseBackup   string    `json:"baseBackup"`
+	BaseRevision int64     `json:"baseRevision"`
+	Chain        string    `json:"chain"`
+	Revision     int64     `json:"revision"`
+	Observed     time.Time `json:"observed,omitzero"` // when kopsdr observed Revision
+	Txns         int       `json:"txns"`
 }
 
 // FinalizeBackup reads the uploaded object back, checks it (gzip, the
@@ -251,6 +267,7 @@ func (a *Backup) FinalizeBackup(ctx context.Context, in FinalizeInput) (Facts, e
 		RawBytes: in.Upload.RawBytes, RawSHA256: in.Upload.RawSHA256, Revision: in.Upload.Revision,
 		EtcdVersion: in.Upload.EtcdVersion, Endpoint: in.Upload.Endpoint, WorkflowID: in.WorkflowID,
 		CreatedAt: in.Timestamp.UTC(), KopsdrFormat: 1, Counts: in.Upload.Counts,
+		PointInTime: in.PointInTime,
 	}
 	if _, err := store.Stat(ctx, in.Name+"/"+etcdmanager.MetaFile); err == nil {
 		return facts, nil // already finalized by an earlier attempt

@@ -125,7 +125,7 @@ logs the command when they are missing).`,
 			w := worker.New(c, temporalconn.TaskQueue, wo)
 			ro := registry.Options{}
 			if m != nil {
-				ro.DrillMetrics = m
+				ro.DrillMetrics, ro.CaptureMetrics = m, m
 			}
 			registry.RegisterWith(w, ro)
 			if err := w.Start(); err != nil {

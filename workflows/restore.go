@@ -88,6 +88,11 @@ type restoreRun struct {
 	live         []string
 	approvalWait time.Duration
 	restoreWait  time.Duration
+	// A restore to a point: how each etcd cluster's backup will be made
+	// (points), or the backup chosen instead for one without captured
+	// changes (selectors).
+	points    map[string]*api.PointPlan
+	selectors map[string]string
 }
 
 func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error) {
@@ -119,12 +124,16 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 		r.status.Masters[t.Name()] = "found"
 	}
 
-	// 1. Pre-flight: changes nothing.
+	// 1. Pre-flight: changes nothing. A restore to a point checks the
+	// points against the change logs first, and the base backups here.
+	if err := r.resolvePoints(ctx); err != nil {
+		return nil, err
+	}
 	done := r.step(ctx, "preflight")
 	pin := activities.PreflightInput{Masters: r.targets}
 	for _, ec := range r.ecs {
 		pin.Clusters = append(pin.Clusters, activities.PreflightCluster{
-			EtcdCluster: ec, Field: ec + ".backup", Store: r.stores[ec], Backup: r.in.BackupSelector(ec), Etcd: r.etcd[ec],
+			EtcdCluster: ec, Field: ec + ".backup", Store: r.stores[ec], Backup: r.selector(ec), Etcd: r.etcd[ec],
 		})
 	}
 	var pre activities.PreflightResult
@@ -147,6 +156,12 @@ func (r *restoreRun) run(ctx workflow.Context) (*EtcdManagerRestoreResult, error
 
 	// 3. Approval.
 	if err := r.approval(ctx); err != nil {
+		return nil, err
+	}
+
+	// A restore to a point: make the backups at the point now, before
+	// anything changes.
+	if err := r.makePointBackups(ctx, &pre, sa); err != nil {
 		return nil, err
 	}
 
@@ -252,6 +267,7 @@ func (r *restoreRun) plan(ctx workflow.Context, pre activities.PreflightResult) 
 		p.Backups = append(p.Backups, PlannedBackup{
 			EtcdCluster: c.EtcdCluster, Store: c.Store, Backup: c.Backup, Age: now.Sub(c.BackupTime).Round(time.Second).String(),
 			Revision: c.Revision, Bytes: c.Bytes, EtcdVersion: c.EtcdVersion, MemberCount: c.ClusterSpec.MemberCount,
+			PointInTime: r.points[c.EtcdCluster],
 		})
 	}
 	for _, m := range pre.Masters {
@@ -277,6 +293,84 @@ func (r *restoreRun) approval(ctx workflow.Context) error {
 		r.status.Step = api.StepAwaitingApproval
 	}
 	return r.gate.await(ctx, r.in.Approve, r.approvalWait)
+}
+
+// selector is the backup pre-flight checks for one etcd cluster: the
+// input's, or for a restore to a point the base of the backup to be made
+// (or the backup chosen for an etcd cluster without captured changes).
+func (r *restoreRun) selector(ec string) string {
+	if p := r.points[ec]; p != nil {
+		return p.Bases[0].Backup
+	}
+	if sel, ok := r.selectors[ec]; ok {
+		return sel
+	}
+	return r.in.BackupSelector(ec)
+}
+
+// resolvePoints checks a restore's point against each etcd cluster's
+// change log. The first selected cluster (main) takes the input's time or
+// revision; the other goes to the time main's point was observed, from its
+// own changes when it has any, else to its newest backup at or before it.
+func (r *restoreRun) resolvePoints(ctx workflow.Context) error {
+	if !r.in.PointInTime() {
+		return nil
+	}
+	done := r.step(ctx, "resolve point")
+	defer done()
+	var a *activities.PITR
+	actx := workflow.WithActivityOptions(ctx, backupActivityOptions(3))
+	at, _ := api.CheckPoint("at", r.in.At, "revision", r.in.Revision)
+	r.points, r.selectors = map[string]*api.PointPlan{}, map[string]string{}
+	now := workflow.Now(ctx)
+	for i, ec := range r.ecs {
+		change, _ := r.in.ChangeStore(ec)
+		in := activities.ResolvePointInput{BackupStore: r.stores[ec], ChangeStore: change, At: at, Now: now}
+		if i == 0 {
+			in.Revision = r.in.Revision
+		}
+		var plan api.PointPlan
+		err := workflow.ExecuteActivity(actx, a.ResolvePoint, in).Get(ctx, &plan)
+		var appErr *temporal.ApplicationError
+		if i > 0 && errors.As(err, &appErr) && appErr.Type() == api.ErrTypeNothingCaptured {
+			r.selectors[ec] = api.LatestBefore + at.UTC().Format(time.RFC3339)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", ec, err)
+		}
+		r.points[ec] = &plan
+		if i == 0 && !plan.Observed.IsZero() {
+			at = plan.Observed
+		}
+	}
+	return nil
+}
+
+// makePointBackups makes, after approval, the backups at the point that
+// the plan describes, and puts them in place of their bases.
+func (r *restoreRun) makePointBackups(ctx workflow.Context, pre *activities.PreflightResult, sa *searchAttrs) error {
+	if len(r.points) == 0 {
+		return nil
+	}
+	done := r.step(ctx, "make backups at the point")
+	defer done()
+	for i, c := range pre.Clusters {
+		plan := r.points[c.EtcdCluster]
+		if plan == nil {
+			continue
+		}
+		change, _ := r.in.ChangeStore(c.EtcdCluster)
+		st := &api.MakeBackupStatus{}
+		made, err := makeBackup(ctx, r.in.Cluster, c.EtcdCluster, api.PITRStores{Backup: c.Store, Change: change}, *plan, "", st, &searchAttrs{})
+		if err != nil {
+			return fmt.Errorf("making the backup of %s at %s failed, nothing was restored: %w", c.EtcdCluster, plan.Description, err)
+		}
+		pre.Clusters[i].Backup, pre.Clusters[i].Revision, pre.Clusters[i].Bytes = made.Backup, made.Revision, made.Bytes
+		r.res.Plan.Backups[i].Backup = made.Backup
+	}
+	sa.set(ctx, "", "", pre.Clusters[0].Backup)
+	return nil
 }
 
 func (r *restoreRun) safetyBackup(ctx workflow.Context, pre activities.PreflightResult) error {

@@ -46,6 +46,7 @@ type Metrics struct {
 	drillLastSuccess  *prometheus.GaugeVec
 	drillRTO          *prometheus.GaugeVec
 	drillLastFailure  *prometheus.GaugeVec
+	captureDurable    *prometheus.GaugeVec
 
 	sdk *sdkCollector
 }
@@ -114,10 +115,16 @@ func New() *Metrics {
 			Name: "kopsdr_drill_last_failure_timestamp_seconds",
 			Help: "Time (Unix seconds) of the last restore drill that failed a check.",
 		}, ce),
+		// The point-in-time restore's RPO now is time() minus this: what a
+		// disaster this second would lose.
+		captureDurable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kopsdr_pitr_durable_timestamp_seconds",
+			Help: "Time (Unix seconds) kopsdr observed the newest change that change capture has made durable in the change store; refreshed while capture idles.",
+		}, ce),
 		sdk: newSDKCollector(),
 	}
 	m.reg.MustRegister(m.backupLastSuccess, m.backupDuration, m.backupBytes, m.backupFailures, m.backupInterval,
-		m.restoreStep, m.restoreFailures, m.drillLastSuccess, m.drillRTO, m.drillLastFailure, m.sdk,
+		m.restoreStep, m.restoreFailures, m.drillLastSuccess, m.drillRTO, m.drillLastFailure, m.captureDurable, m.sdk,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -180,6 +187,15 @@ func (m *Metrics) DrillFailed(cluster, etcd string, at time.Time) {
 		return
 	}
 	m.forward(m.drillLastFailure.WithLabelValues(cluster, etcd), at)
+}
+
+// CaptureDurable records the observation time of the newest durable
+// change of a capture.
+func (m *Metrics) CaptureDurable(cluster, etcd string, observed time.Time) {
+	if m == nil {
+		return
+	}
+	m.forward(m.captureDurable.WithLabelValues(cluster, etcd), observed)
 }
 
 // KnowBackup gives a backup target a failure counter at 0. Prometheus's

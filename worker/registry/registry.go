@@ -25,6 +25,8 @@ type Options struct {
 	DrillTempDir string
 	// DrillMetrics, when set, is told every drill's outcome.
 	DrillMetrics activities.DrillRecorder
+	// CaptureMetrics, when set, is told change capture's progress.
+	CaptureMetrics activities.LagRecorder
 }
 
 // RegisterWith registers every kopsdr workflow and activity.
@@ -34,6 +36,8 @@ func RegisterWith(r worker.Registry, o Options) {
 	r.RegisterActivity(&activities.Restore{Restarter: Restarters()})
 	r.RegisterActivity(&activities.Volumes{})
 	r.RegisterActivity(&activities.Drill{TempDir: o.DrillTempDir, Metrics: o.DrillMetrics})
+	// make-backup's scratch etcd shares the drills' temp dir.
+	r.RegisterActivity(&activities.PITR{TempDir: o.DrillTempDir, Metrics: o.CaptureMetrics})
 }
 
 // Restarters restart etcd-manager through each master's runtime: Docker,
@@ -56,7 +60,8 @@ type WorkflowRegistry interface{ RegisterWorkflow(w interface{}) }
 // RegisterWorkflows registers every kopsdr workflow and no activity.
 func RegisterWorkflows(r WorkflowRegistry) {
 	for _, w := range []any{workflows.EtcdBackup, workflows.ClusterBackup, workflows.EtcdManagerRestore,
-		workflows.VolumeSnapshot, workflows.VolumeRestore, workflows.RestoreDrill, workflows.ClusterDrill} {
+		workflows.VolumeSnapshot, workflows.VolumeRestore, workflows.RestoreDrill, workflows.ClusterDrill,
+		workflows.ChangeCapture, workflows.MakeBackup} {
 		r.RegisterWorkflow(w)
 	}
 }

@@ -21,9 +21,18 @@ type EtcdManagerRestoreInput struct {
 	EtcdClusters []string `json:"etcdClusters,omitempty"`
 	// Backup selects the backup of both etcd clusters unless one sets its
 	// own: "latest" (default), a backup name, or "latest-before:<RFC3339>".
-	Backup string        `json:"backup,omitempty"`
-	Main   RestoreTarget `json:"main"`
-	Events RestoreTarget `json:"events"`
+	Backup string `json:"backup,omitempty"`
+	// At or Revision restore to a point instead of a backup (point-in-time
+	// restore, from the changes ChangeCapture recorded): a backup is made
+	// at that point after approval and restored. At is RFC 3339 and means
+	// the last revision kopsdr had observed by then; Revision is main's
+	// (or the one selected etcd cluster's). The other etcd cluster goes to
+	// the same time: from its own changes when they are captured, else its
+	// newest backup at or before that time.
+	At       string        `json:"at,omitempty"`
+	Revision int64         `json:"revision,omitempty"`
+	Main     RestoreTarget `json:"main"`
+	Events   RestoreTarget `json:"events"`
 	// etcd client TLS files on the worker, for verification and clean-up.
 	CACert string `json:"cacert,omitempty"`
 	Cert   string `json:"cert,omitempty"`
@@ -64,6 +73,7 @@ const LatestBefore = "latest-before:"
 type RestoreTarget struct {
 	Backup      string   `json:"backup,omitempty"`
 	BackupStore string   `json:"backupStore,omitempty"`
+	ChangeStore string   `json:"changeStore,omitempty"` // for at/revision; default derived from the backup store
 	Endpoints   []string `json:"endpoints"`
 }
 
@@ -172,6 +182,9 @@ type PlannedBackup struct {
 	Bytes       int64  `json:"bytes"`
 	EtcdVersion string `json:"etcdVersion"`
 	MemberCount int32  `json:"memberCount"`
+	// PointInTime, for a restore to a point, is how the backup restored
+	// will be made after approval; Backup is then the base it starts from.
+	PointInTime *PointPlan `json:"pointInTime,omitempty"`
 }
 
 // PlannedMaster lists the containers that will be restarted on a master,
@@ -303,6 +316,9 @@ func (in EtcdManagerRestoreInput) Validate() error {
 	if err := in.validateMasters(); err != nil {
 		return err
 	}
+	if err := in.validatePoint(ecs); err != nil {
+		return err
+	}
 	if in.DryRun && in.Approve {
 		return invalid("approve", "true", "a dry run changes nothing and is never approved: drop approve, or dryRun to restore")
 	}
@@ -311,6 +327,40 @@ func (in EtcdManagerRestoreInput) Validate() error {
 	}
 	_, err = Duration("restoreTimeout", in.RestoreTimeout, DefaultRestoreTimeout)
 	return err
+}
+
+// PointInTime says the restore is to a point (at or revision), not a backup.
+func (in EtcdManagerRestoreInput) PointInTime() bool { return in.At != "" || in.Revision != 0 }
+
+// ChangeStore is the change store of one etcd cluster, for at/revision.
+func (in EtcdManagerRestoreInput) ChangeStore(etcdCluster string) (string, error) {
+	t := in.Target(etcdCluster)
+	store, err := BackupStoreFor(in.StateStore, t.BackupStore, in.Cluster, etcdCluster, etcdCluster+".backupStore")
+	if err != nil {
+		return "", err
+	}
+	return ChangeStoreFor(store, t.ChangeStore, etcdCluster+".changeStore")
+}
+
+func (in EtcdManagerRestoreInput) validatePoint(ecs []string) error {
+	if !in.PointInTime() {
+		return nil
+	}
+	if _, err := CheckPoint("at", in.At, "revision", in.Revision); err != nil {
+		return err
+	}
+	if in.Backup != "" {
+		return invalid("backup", in.Backup, "a restore goes to a backup or to a point (at, revision), not both: drop one")
+	}
+	for _, ec := range ecs {
+		if b := in.Target(ec).Backup; b != "" {
+			return invalid(ec+".backup", b, "a restore goes to a backup or to a point (at, revision), not both: drop one")
+		}
+		if _, err := in.ChangeStore(ec); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (in EtcdManagerRestoreInput) validateMasters() error {
