@@ -110,7 +110,7 @@ func (a *PITR) StartChain(ctx context.Context, in StartChainInput) (string, erro
 	c := changelog.Chain{
 		ID:            changelog.NewChainID(in.Now, in.BaseRevision+1),
 		EtcdCluster:   in.EtcdCluster,
-		ClusterID:     capture.ClusterID(members.Header.ClusterId),
+		ClusterID:     changelog.FormatClusterID(members.Header.ClusterId),
 		StartRevision: in.BaseRevision + 1,
 		BaseBackup:    in.BaseBackup,
 		BaseRevision:  in.BaseRevision,
@@ -477,8 +477,8 @@ type ChainSource struct {
 
 // Txns yields the chain's txns in (after, upTo], in order.
 func (c ChainSource) Txns(ctx context.Context, after, upTo int64, fn func(changelog.Txn) error) error {
-	if after+1 < c.Chain.StartRevision {
-		return fmt.Errorf("chain %s starts at revision %d; it cannot replay from %d", c.Chain.ID, c.Chain.StartRevision, after+1)
+	if after+1 < max(c.Chain.FirstRevision, c.Chain.StartRevision) {
+		return fmt.Errorf("chain %s holds revisions from %d; it cannot replay from %d", c.Chain.ID, max(c.Chain.FirstRevision, c.Chain.StartRevision), after+1)
 	}
 	next := after + 1
 	for _, seg := range c.Chain.Segments {

@@ -43,12 +43,21 @@ func Spans(chains []ChainState) []Span {
 	for _, c := range chains {
 		s := Span{
 			Chain: c.ID,
-			From:  Point{Chain: c.ID, Revision: c.StartRevision - 1, Observed: c.Started},
+			From:  Point{Chain: c.ID, Revision: c.first() - 1, Observed: c.Started},
 			To:    Point{Chain: c.ID, Revision: c.LastRevision, Observed: c.Started},
 			End:   c.End,
 		}
 		if n := len(c.Segments); n > 0 {
 			s.To.Observed = c.Segments[n-1].LastObserved
+		}
+		if c.Trim != nil && c.Trim.StartRevision > c.StartRevision {
+			// Retention removed the oldest changes: the span starts where the
+			// first kept segment does (observed no later than it ended).
+			if len(c.Segments) > 0 {
+				s.From.Observed = c.Segments[0].LastObserved
+			} else {
+				s.From.Observed = c.Trim.At
+			}
 		}
 		// The head is refreshed while capture idles: the chain holds every
 		// revision up to its Revision as late as its time.
@@ -146,7 +155,7 @@ func ResolveTime(ctx context.Context, s backupstore.Store, chains []ChainState, 
 // lastObservedBy finds, in one chain that spans t, the newest revision
 // observed at or before t.
 func lastObservedBy(ctx context.Context, s backupstore.Store, c ChainState, t time.Time) (Point, error) {
-	p := Point{Chain: c.ID, Revision: c.StartRevision - 1, Observed: c.Started}
+	p := Point{Chain: c.ID, Revision: c.first() - 1, Observed: c.Started}
 	for _, seg := range c.Segments {
 		if !seg.LastObserved.After(t) {
 			p.Revision, p.Observed = seg.Last, seg.LastObserved
@@ -166,10 +175,10 @@ func lastObservedBy(ctx context.Context, s backupstore.Store, c ChainState, t ti
 		}
 		break
 	}
-	if p.Revision < c.StartRevision {
+	if p.Revision < c.first() {
 		return Point{}, &NotRestorable{"at", t.UTC().Format(time.RFC3339Nano),
 			"is before the first change of chain " + c.ID + ", which starts from a full backup whose exact revision is only known once it is restored; restore that backup itself, or choose a later time",
-			[]Point{{Chain: c.ID, Revision: c.StartRevision}}}
+			[]Point{{Chain: c.ID, Revision: c.first()}}}
 	}
 	return p, nil
 }
@@ -244,7 +253,7 @@ const maxBases = 5
 func ChooseBases(c ChainState, target int64, backups []Base) []Base {
 	var sure, maybe []Base
 	for _, b := range backups {
-		if b.Revision < c.StartRevision-1 || b.Revision > target {
+		if b.Revision < c.first()-1 || b.Revision > target {
 			continue
 		}
 		if b.UpTo > 0 && b.UpTo <= target {
@@ -259,7 +268,7 @@ func ChooseBases(c ChainState, target int64, backups []Base) []Base {
 	newestFirst(sure)
 	newestFirst(maybe)
 	out := append(sure, maybe...)
-	if c.BaseBackup != "" && !hasBase(out, c.BaseBackup) {
+	if c.BaseBackup != "" && c.BaseRevision >= c.first()-1 && !hasBase(out, c.BaseBackup) {
 		out = append(out, Base{Backup: c.BaseBackup, Revision: c.BaseRevision})
 	}
 	if len(out) > maxBases {
@@ -267,6 +276,10 @@ func ChooseBases(c ChainState, target int64, backups []Base) []Base {
 	}
 	return out
 }
+
+// first is the first revision the chain's stored segments hold; zero
+// values from before trimming existed mean StartRevision.
+func (c ChainState) first() int64 { return max(c.FirstRevision, c.StartRevision) }
 
 func hasBase(bs []Base, name string) bool {
 	for _, b := range bs {

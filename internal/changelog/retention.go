@@ -16,6 +16,9 @@ type RetentionPlan struct {
 	Chains   []string  `json:"chains,omitempty"`
 	Segments []string  `json:"segments,omitempty"`
 	Bytes    int64     `json:"bytes"` // of the segments removed (whole chains' not counted)
+	// Trims are the chains' new first revisions, written before their
+	// segments go.
+	Trims map[string]int64 `json:"trims,omitempty"`
 	// Kept explains, per chain that stays, from which full backup the
 	// earliest point in the window is made.
 	Kept []string `json:"kept,omitempty"`
@@ -40,13 +43,13 @@ func PlanRetention(chains []ChainState, backups []Base, window time.Duration, no
 		}
 		// The newest revision surely observed before the cutoff: the last
 		// of the segments whose last change was.
-		atCutoff := c.StartRevision - 1
+		atCutoff := c.first() - 1
 		for _, s := range c.Segments {
 			if s.LastObserved.Before(p.Cutoff) {
 				atCutoff = s.Last
 			}
 		}
-		if atCutoff < c.StartRevision {
+		if atCutoff < c.first() {
 			continue // the window reaches back to the chain's start
 		}
 		var base *Base
@@ -66,7 +69,19 @@ func PlanRetention(chains []ChainState, backups []Base, window time.Duration, no
 				p.Segments = append(p.Segments, s.Key)
 				p.Bytes += s.Bytes
 				n++
+			} else {
+				if n > 0 {
+					if p.Trims == nil {
+						p.Trims = map[string]int64{}
+					}
+					p.Trims[c.ID] = s.First
+				}
+				break
 			}
+		}
+		for _, s := range c.Superseded {
+			p.Segments = append(p.Segments, s.Key)
+			p.Bytes += s.Bytes
 		}
 		p.Kept = append(p.Kept, fmt.Sprintf("%s: from backup %s (revision %d); %d older segments go", c.ID, base.Backup, base.Revision, n))
 	}
@@ -82,23 +97,30 @@ func indexOfSpan(spans []Span, id string) int {
 	return 0
 }
 
-// Apply deletes what the plan names: segments first, oldest first, then
+// Apply deletes what the plan names: each trimmed chain's new start first,
+// then segments, oldest first, then
 // whole chains, each with its chain.json last so a half-deleted chain is
 // still recognised as one. A rerun after a failure deletes the rest.
 func (p RetentionPlan) Apply(ctx context.Context, s backupstore.Store) error {
+	for id, start := range p.Trims {
+		if err := PutTrim(ctx, s, id, Trim{StartRevision: start, At: time.Now().UTC(), Reason: "retention"}); err != nil {
+			return err
+		}
+	}
 	for i := 0; i < len(p.Segments); i += 1000 {
 		if err := s.Delete(ctx, p.Segments[i:min(i+1000, len(p.Segments))]...); err != nil {
 			return err
 		}
 	}
 	for _, id := range p.Chains {
-		objs, err := s.List(ctx, chainPrefix(id))
+		prefix := chainsPrefix + id + "/"
+		objs, err := s.List(ctx, prefix)
 		if err != nil {
 			return err
 		}
 		var keys []string
 		for _, o := range objs {
-			if o.Key != chainPrefix(id)+"chain.json" {
+			if o.Key != chainKey(id, chainFile) {
 				keys = append(keys, o.Key)
 			}
 		}
@@ -107,11 +129,9 @@ func (p RetentionPlan) Apply(ctx context.Context, s backupstore.Store) error {
 				return err
 			}
 		}
-		if err := s.Delete(ctx, chainPrefix(id)+"chain.json"); err != nil {
+		if err := s.Delete(ctx, chainKey(id, chainFile)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
-
-func chainPrefix(id string) string { return "chains/" + id + "/" }

@@ -19,6 +19,7 @@ import (
 const (
 	chainsPrefix = "chains/"
 	chainFile    = "chain.json"
+	trimFile     = "trim.json"
 	headFile     = "head.json"
 	endFile      = "end.json"
 	segDir       = "seg/"
@@ -191,9 +192,37 @@ type ChainState struct {
 	// left by a capture that was retried (see ListChains); retention may
 	// delete them.
 	Superseded []SegmentInfo
+	// Trim, when retention has removed the chain's oldest segments, says
+	// where it now starts.
+	Trim *Trim
+	// FirstRevision is the first revision the stored segments hold:
+	// StartRevision, or later once retention trimmed the chain.
+	FirstRevision int64
 	// LastRevision is the last durable revision: last segment's Last, or
-	// StartRevision-1 with no segments.
+	// FirstRevision-1 with no segments.
 	LastRevision int64
+}
+
+// Trim records that retention removed a chain's segments before
+// StartRevision: replay of this chain must start from a full backup at
+// StartRevision-1 or later. It is written before the segments go, so a
+// half-done retention leaves a chain that still reads.
+type Trim struct {
+	StartRevision int64     `json:"startRevision"`
+	At            time.Time `json:"at"`
+	Reason        string    `json:"reason,omitempty"`
+}
+
+// PutTrim records a chain's new start; an earlier trim further on stays.
+func PutTrim(ctx context.Context, s backupstore.Store, chainID string, t Trim) error {
+	var old Trim
+	switch err := readJSON(ctx, s, chainKey(chainID, trimFile), &old); {
+	case err == nil && old.StartRevision >= t.StartRevision:
+		return nil
+	case err != nil && !errors.Is(err, backupstore.ErrNotFound):
+		return err
+	}
+	return writeJSON(ctx, s, chainKey(chainID, trimFile), t)
 }
 
 // ListChains reads every chain in the store with one List of "chains/" and
@@ -282,7 +311,7 @@ func loadChain(ctx context.Context, s backupstore.Store, id string, objs []backu
 	if err := checkChainID(id); err != nil {
 		return st, fmt.Errorf("%w: %s/%s%s: %v", ErrCorrupt, s.URL(), chainsPrefix, id, err)
 	}
-	var hasChain, hasHead, hasEnd bool
+	var hasChain, hasHead, hasEnd, hasTrim bool
 	var segs []SegmentInfo
 	for _, o := range objs {
 		name := strings.TrimPrefix(o.Key, chainsPrefix+id+"/")
@@ -293,6 +322,8 @@ func loadChain(ctx context.Context, s backupstore.Store, id string, objs []backu
 			hasHead = true
 		case name == endFile:
 			hasEnd = true
+		case name == trimFile:
+			hasTrim = true
 		case strings.HasPrefix(name, segDir):
 			segID, info, ok := ParseSegmentKey(o.Key)
 			if !ok || segID != id {
@@ -327,12 +358,33 @@ func loadChain(ctx context.Context, s backupstore.Store, id string, objs []backu
 			return st, err
 		}
 	}
+	st.FirstRevision = st.StartRevision
+	if hasTrim {
+		st.Trim = new(Trim)
+		if err := readJSON(ctx, s, chainKey(id, trimFile), st.Trim); err != nil {
+			return st, err
+		}
+		st.FirstRevision = max(st.FirstRevision, st.Trim.StartRevision)
+		// Segments wholly before the trim are left over from a retention
+		// that stopped half-way: superseded, not a break in the chain.
+		kept := segs[:0]
+		for _, sg := range segs {
+			if sg.Last < st.FirstRevision {
+				st.Superseded = append(st.Superseded, sg)
+			} else {
+				kept = append(kept, sg)
+			}
+		}
+		segs = kept
+	}
 	var err error
-	st.Segments, st.Superseded, err = tile(id, st.StartRevision, segs)
+	var superseded []SegmentInfo
+	st.Segments, superseded, err = tile(id, st.FirstRevision, segs)
 	if err != nil {
 		return st, err
 	}
-	st.LastRevision = st.StartRevision - 1
+	st.Superseded = append(st.Superseded, superseded...)
+	st.LastRevision = st.FirstRevision - 1
 	if n := len(st.Segments); n > 0 {
 		st.LastRevision = st.Segments[n-1].Last
 	}
