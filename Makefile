@@ -64,4 +64,4 @@ clean:
 	rm -rf $(BIN) $(TOOLS)
 
 record-histories: tools ## Record the replay tests' histories (workflows/testdata/histories) from real runs
-	KOPSDR_RECORD_HISTORIES=1 $(GO) test $(TEST_FLAGS) -count=1 -run 'TestEtcdManagerRestore$$|TestEtcdManagerRestoreTimeoutShowsLogs|TestScheduleFiresAndBacksUp|TestVolumeSnapshotThreeMasters|TestVolumeRestoreTagsAndZones|TestContainerdRestoreOverSSH$$|TestEtcdManagerRestoreByReboot|TestRestoreDrills' ./test/e2e
+	KOPSDR_RECORD_HISTORIES=1 $(GO) test $(TEST_FLAGS) -count=1 -run 'TestEtcdManagerRestore$$|TestEtcdManagerRestoreTimeoutShowsLogs|TestScheduleFiresAndBacksUp|TestVolumeSnapshotThreeMasters|TestVolumeRestoreTagsAndZones|TestContainerdRestoreOverSSH$$|TestEtcdManagerRestoreByReboot|TestRestoreDrills|TestPointInTimeCheckpoints|TestPointInTimeRestore' ./test/e2e

@@ -44,7 +44,8 @@ func TestReplayRecordedHistories(t *testing.T) {
 		})
 	}
 	for _, typ := range []string{api.WorkflowEtcdBackup, api.WorkflowClusterBackup, api.WorkflowEtcdManagerRestore,
-		api.WorkflowVolumeSnapshot, api.WorkflowVolumeRestore, api.WorkflowRestoreDrill, api.WorkflowClusterDrill} {
+		api.WorkflowVolumeSnapshot, api.WorkflowVolumeRestore, api.WorkflowRestoreDrill, api.WorkflowClusterDrill,
+		api.WorkflowChangeCapture, api.WorkflowMakeBackup} {
 		require.True(t, types[typ], "no recorded history of %s", typ)
 	}
 }

@@ -174,6 +174,43 @@ func TestREADMETemporalCLI(t *testing.T) {
 		require.True(t, res.Drills[0].CountsCompared)
 	})
 
+	t.Run("ChangeCapture and MakeBackup", func(t *testing.T) {
+		// Capture main of a one-member cluster, change it, and make a backup
+		// at a second after the change, as the README shows.
+		k := startKopsCluster(t, 1)
+		c := take(t, "start ChangeCapture")
+		args := append([]string{}, c.Args...)
+		in := tcliDecodeInput(t, args[tcliFlag(args, "input")])
+		require.Equal(t, k.name, in["cluster"])
+		tcliReplace(t, in, "stateStore", tcliStateStore)
+		tcliReplace(t, in, "endpoints", k.main.Endpoints)
+		cc := k.main.ConnConfig()
+		tcliReplace(t, in, "cacert", cc.CACert)
+		tcliReplace(t, in, "cert", cc.Cert)
+		tcliReplace(t, in, "key", cc.Key)
+		args[tcliFlag(args, "input")] = tcliEncode(t, in)
+		r.run(t, ctx, args...)
+		captureID := tcliFlagValue(args, "workflow-id")
+		t.Cleanup(func() { _ = f.tp.Client.CancelWorkflow(context.Background(), captureID, "") })
+		changes := openStore(t, ctx, fmt.Sprintf("%s/%s/backups/kopsdr-changes/main", tcliStateStore, k.name))
+		waitChains(t, ctx, changes, 1)
+		put, err := k.main.Client(t).Put(ctx, "/registry/configmaps/default/readme", "v")
+		require.NoError(t, err)
+		waitDurable(t, ctx, changes, put.Header.Revision)
+		at := time.Now().UTC()
+
+		c = take(t, "start MakeBackup")
+		args = append([]string{}, c.Args...)
+		in = tcliDecodeInput(t, args[tcliFlag(args, "input")])
+		tcliReplace(t, in, "stateStore", tcliStateStore)
+		tcliReplace(t, in, "at", at.Format(time.RFC3339Nano))
+		args[tcliFlag(args, "input")] = tcliEncode(t, in)
+		out := r.run(t, ctx, args...)
+		var res api.MakeBackupResult
+		require.NoError(t, f.tp.Client.GetWorkflow(ctx, tcliFlagValue(args, "workflow-id"), tcliRunID(t, out)).Get(ctx, &res))
+		require.Equal(t, put.Header.Revision, res.Revision, "the last revision observed by the time given")
+	})
+
 	// The etcd-manager restore example runs on the Docker masters. Its
 	// workflow id must be restore/<cluster>, so the harness's cluster name
 	// replaces the README's in the id too (the shape stays).
