@@ -115,7 +115,7 @@ func Encode(w io.Writer, txns []Txn) (SegmentInfo, error) {
 	bw := &bodyWriter{zw: zw, h: body, buf: make([]byte, 0, 64<<10)}
 
 	bw.put([]byte(segmentMagic))
-	bw.put([]byte{segmentVersion})
+	bw.byte(segmentVersion)
 	bw.uvarint(uint64(info.First))
 	bw.uvarint(uint64(info.Last))
 	bw.uvarint(uint64(info.Txns))
@@ -126,11 +126,11 @@ func Encode(w io.Writer, txns []Txn) (SegmentInfo, error) {
 		bw.uvarint(uint64(len(t.Ops)))
 		for _, op := range t.Ops {
 			if op.Delete {
-				bw.put([]byte{opDelete})
+				bw.byte(opDelete)
 				bw.bytes(op.Key)
 				continue
 			}
-			bw.put([]byte{opPut})
+			bw.byte(opPut)
 			bw.bytes(op.Key)
 			bw.bytes(op.Value)
 			bw.varint(op.Lease)
@@ -216,6 +216,13 @@ func (b *bodyWriter) put(p []byte) {
 		}
 	}
 	b.buf = append(b.buf, p...)
+}
+
+func (b *bodyWriter) byte(c byte) {
+	if len(b.buf) == cap(b.buf) {
+		b.flush()
+	}
+	b.buf = append(b.buf, c)
 }
 
 func (b *bodyWriter) uvarint(v uint64) {
