@@ -34,6 +34,8 @@ func newStatus(workflowType string) any {
 		return &api.VolumeSnapshotStatus{}
 	case api.WorkflowVolumeRestore:
 		return &api.VolumeRestoreReport{}
+	case api.WorkflowChangeCapture:
+		return &api.CaptureStatus{}
 	}
 	return &map[string]any{}
 }
@@ -152,6 +154,15 @@ func (v statusView) text(w io.Writer) {
 		}
 		for _, s := range st.Snapshots {
 			fmt.Fprintf(w, "  %s/%s\t%s\t%s\t%s\n", s.EtcdCluster, s.Member, s.VolumeID, s.ID, s.State)
+		}
+		printLastError(w, st.LastError, v.Failure)
+	case *api.CaptureStatus:
+		fmt.Fprintf(w, "  step: %s\n  change store: %s\n", st.Step, st.ChangeStore)
+		if st.Chain != "" {
+			fmt.Fprintf(w, "  chain: %s, revision %d durable (observed %s)\n", st.Chain, st.Revision, st.Observed.UTC().Format(time.RFC3339))
+		}
+		for _, g := range st.Gaps {
+			fmt.Fprintln(w, "  "+gapLine(g))
 		}
 		printLastError(w, st.LastError, v.Failure)
 	case *api.VolumeRestoreReport:
