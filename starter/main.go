@@ -79,7 +79,7 @@ workflow), 2 bad input (nothing was started), 3 the workflow failed, 4 it was ca
 	root.AddCommand(a.backupCmd(), a.listBackupsCmd(), a.scheduleCmd(), a.restoreCmd(), a.statusCmd(),
 		a.decideCmd(api.UpdateApprove), a.decideCmd(api.UpdateReject), a.cleanLeasesCmd(),
 		a.snapshotVolumesCmd(), a.listVolumeSnapshotsCmd(), a.drillCmd(), a.runsCmd(), a.reportCmd(),
-		a.pitrCmd())
+		a.pitrCmd(), a.makeBackupCmd())
 	a.addWithdrawCmd(root)
 	for _, c := range allCommands(root) {
 		c.Flags().SetNormalizeFunc(kopsNames)

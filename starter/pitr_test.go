@@ -41,6 +41,9 @@ func TestPITRBadInputStartsNothing(t *testing.T) {
 	status := func(extra ...string) []string {
 		return append(append([]string{"pitr", "status", "--state-store", state}, cl...), extra...)
 	}
+	mk := func(extra ...string) []string {
+		return append(append([]string{"make-backup", "--state-store", state}, cl...), extra...)
+	}
 	mainStore := "file://" + dir + "/state/c.example.com/backups/etcd/main"
 	cases := []struct {
 		name string
@@ -74,6 +77,16 @@ func TestPITRBadInputStartsNothing(t *testing.T) {
 		{"status etcd typo", status("--etcd", "evnets"), []string{"--etcd", `"evnets"`}},
 		{"status change store in the backup store", status("--change-store", mainStore+"/x"), []string{"--change-store", "outside the backup store"}},
 		{"status file store without parent", append([]string{"pitr", "status", "--state-store", "file:///nonexistent/dir/state"}, cl...), []string{"--state-store", "mkdir -p /nonexistent/dir"}},
+		// make-backup
+		{"make-backup neither at nor revision", mk(), []string{"--at", "--revision"}},
+		{"make-backup both at and revision", mk("--at", "2026-11-30T07:15:00Z", "--revision", "42"), []string{"--revision", `"42"`, "not both"}},
+		{"make-backup bad time", mk("--at", "yesterday"), []string{"--at", `"yesterday"`, "RFC 3339"}},
+		{"make-backup time without zone", mk("--at", "2026-11-30T07:15:00"), []string{"--at", "RFC 3339"}},
+		{"make-backup negative revision", mk("--revision", "-5"), []string{"--revision", `"-5"`, "positive"}},
+		{"make-backup revision not a number", mk("--revision", "latest"), []string{"--revision", "latest"}},
+		{"make-backup etcd typo", mk("--at", "2026-11-30T07:15:00Z", "--etcd", "both"), []string{"--etcd", `"both"`}},
+		{"make-backup without store", append([]string{"make-backup", "--at", "2026-11-30T07:15:00Z"}, cl...), []string{"--state-store"}},
+		{"make-backup change store in the backup store", mk("--revision", "42", "--change-store", mainStore+"/c"), []string{"--change-store", "outside"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,6 +122,7 @@ func TestPITRHelp(t *testing.T) {
 		{[]string{"pitr", "enable", "--help"}, []string{"--endpoints", "--cacert", "--change-store", "--window", "--interval", "--state-store", "exit code 2"}},
 		{[]string{"pitr", "disable", "--help"}, []string{"--cluster", "--etcd", "end of its chain", "Exit code 1"}},
 		{[]string{"pitr", "status", "--help"}, []string{"--change-store", "lag", "gaps", "earliest"}},
+		{[]string{"make-backup", "--help"}, []string{atMeaning, "--revision", "--wait", "make-backup/<cluster>/<etcd>/<point>"}},
 	} {
 		var out, errOut bytes.Buffer
 		a := newApp(&out, &errOut)
@@ -413,4 +427,23 @@ func TestPITRDisableWaitIsBounded(t *testing.T) {
 	code, _, errOut := runFake(t, f, "pitr", "disable", "--cluster", "c.example.com")
 	require.Equal(t, exitError, code)
 	require.Contains(t, errOut, "has not closed within 50ms")
+}
+
+// TestMakeBackupIDs: the point in the workflow id is the time in compact
+// form or r<revision>.
+func TestMakeBackupIDs(t *testing.T) {
+	t.Setenv("KOPS_CLUSTER_NAME", "")
+	t.Setenv("KOPS_STATE_STORE", "")
+	f := newFakeTemporal()
+	state := "file://" + t.TempDir() + "/state"
+	code, out, errOut := runFake(t, f, "make-backup", "--cluster", "c.example.com", "--state-store", state, "--at", "2026-11-30T08:15:00+01:00")
+	require.Equal(t, exitOK, code, errOut)
+	require.Contains(t, out, "started make-backup/c.example.com/main/20261130T071500Z")
+	code, _, errOut = runFake(t, f, "make-backup", "--cluster", "c.example.com", "--state-store", state, "--etcd", "events", "--revision", "42")
+	require.Equal(t, exitOK, code, errOut)
+	require.Equal(t, []string{"make-backup/c.example.com/main/20261130T071500Z", "make-backup/c.example.com/events/r42"}, f.started)
+
+	code, _, errOut = runFake(t, f, "make-backup", "--cluster", "c.example.com", "--state-store", state, "--etcd", "events", "--revision", "42")
+	require.Equal(t, exitError, code)
+	require.Contains(t, errOut, "already running")
 }

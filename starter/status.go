@@ -36,6 +36,8 @@ func newStatus(workflowType string) any {
 		return &api.VolumeRestoreReport{}
 	case api.WorkflowChangeCapture:
 		return &api.CaptureStatus{}
+	case api.WorkflowMakeBackup:
+		return &api.MakeBackupStatus{}
 	}
 	return &map[string]any{}
 }
@@ -51,6 +53,8 @@ func newResult(workflowType string) any {
 		return &api.EtcdManagerRestoreResult{}
 	case api.WorkflowVolumeSnapshot:
 		return &api.VolumeSnapshotResult{}
+	case api.WorkflowMakeBackup:
+		return &api.MakeBackupResult{}
 	}
 	return nil // the volume restore's result is its status
 }
@@ -165,6 +169,15 @@ func (v statusView) text(w io.Writer) {
 			fmt.Fprintln(w, "  "+gapLine(g))
 		}
 		printLastError(w, st.LastError, v.Failure)
+	case *api.MakeBackupStatus:
+		fmt.Fprintf(w, "  step: %s\n", st.Step)
+		if st.Plan != nil {
+			fmt.Fprintf(w, "  plan: %s\n", st.Plan.Description)
+		}
+		if st.Backup != "" {
+			fmt.Fprintf(w, "  backup: %s\n", st.Backup)
+		}
+		printLastError(w, st.LastError, v.Failure)
 	case *api.VolumeRestoreReport:
 		printVolumeReport(w, *st)
 		if st.LastError == "" && v.Failure != "" {
@@ -189,6 +202,9 @@ func (v statusView) text(w io.Writer) {
 		}
 	case *api.VolumeSnapshotResult:
 		fmt.Fprintf(w, "  result: set %s, %d snapshots\n", res.Set, len(res.Snapshots))
+	case *api.MakeBackupResult:
+		fmt.Fprintln(w, "  result:")
+		printMadeBackup(w, *res)
 	}
 }
 
