@@ -44,6 +44,11 @@ func TestPITRBadInputStartsNothing(t *testing.T) {
 	mk := func(extra ...string) []string {
 		return append(append([]string{"make-backup", "--state-store", state}, cl...), extra...)
 	}
+	restore := func(extra ...string) []string {
+		return append([]string{"restore", "etcd-manager", "--cluster", "c.example.com", "--state-store", state,
+			"--main-endpoints", "https://10.0.1.10:4001", "--events-endpoints", "https://10.0.1.10:4002",
+			"--master", "name=a,docker=tcp://10.0.1.10:2376,ip=10.0.1.10"}, extra...)
+	}
 	mainStore := "file://" + dir + "/state/c.example.com/backups/etcd/main"
 	cases := []struct {
 		name string
@@ -87,6 +92,15 @@ func TestPITRBadInputStartsNothing(t *testing.T) {
 		{"make-backup etcd typo", mk("--at", "2026-11-30T07:15:00Z", "--etcd", "both"), []string{"--etcd", `"both"`}},
 		{"make-backup without store", append([]string{"make-backup", "--at", "2026-11-30T07:15:00Z"}, cl...), []string{"--state-store"}},
 		{"make-backup change store in the backup store", mk("--revision", "42", "--change-store", mainStore+"/c"), []string{"--change-store", "outside"}},
+		// restore etcd-manager to a point
+		{"restore bad at", restore("--at", "noon"), []string{"--at", `"noon"`, "RFC 3339"}},
+		{"restore at and revision", restore("--at", "2026-11-30T07:15:00Z", "--revision", "42"), []string{"--revision", "not both"}},
+		{"restore at and backup", restore("--at", "2026-11-30T07:15:00Z", "--backup", "latest"), []string{"--backup", "a backup or to a point"}},
+		{"restore revision and main backup", restore("--revision", "42", "--main-backup", "latest"), []string{"--main-backup", "a backup or to a point"}},
+		{"restore negative revision", restore("--revision", "-1"), []string{"--revision", "positive"}},
+		{"restore change store without a point", restore("--main-change-store", "s3://b/changes"), []string{"--main-change-store", "--at or --revision"}},
+		{"restore events change store in its backup store", restore("--at", "2026-11-30T07:15:00Z", "--events-change-store", state+"/c.example.com/backups/etcd/events/c"),
+			[]string{"--events-change-store", "outside the backup store"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -123,6 +137,7 @@ func TestPITRHelp(t *testing.T) {
 		{[]string{"pitr", "disable", "--help"}, []string{"--cluster", "--etcd", "end of its chain", "Exit code 1"}},
 		{[]string{"pitr", "status", "--help"}, []string{"--change-store", "lag", "gaps", "earliest"}},
 		{[]string{"make-backup", "--help"}, []string{atMeaning, "--revision", "--wait", "make-backup/<cluster>/<etcd>/<point>"}},
+		{[]string{"restore", "etcd-manager", "--help"}, []string{"--at means the last revision kopsdr had observed by that time", "--revision", "--main-change-store", "--events-change-store"}},
 	} {
 		var out, errOut bytes.Buffer
 		a := newApp(&out, &errOut)
@@ -216,6 +231,24 @@ func TestDescribeChangeLogStopped(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(b), `"chains":[]`)
 	require.Contains(t, string(b), `"gaps":[]`)
+}
+
+// TestRestorePlanShowsPoint: the plan of a restore to a point says how
+// the backup will be made and from which bases.
+func TestRestorePlanShowsPoint(t *testing.T) {
+	var w bytes.Buffer
+	printRestorePlan(&w, api.RestorePlan{Backups: []api.PlannedBackup{{
+		EtcdCluster: "main", Store: "s3://b/c/backups/etcd/main", Backup: "2026-11-30T06:00:00Z-000001", Age: "1h15m0s", Bytes: 1 << 20,
+		PointInTime: &api.PointPlan{Chain: "ch", Revision: 1234, Observed: mustTime("2026-11-30T07:15:00Z"), ReplayFrom: 1001,
+			Bases:       []api.PlannedBase{{Backup: "2026-11-30T06:00:00Z-000001", Revision: 1000, UpTo: 1010}, {Backup: "2026-11-30T00:00:00Z-000001", Revision: 500}},
+			Description: "restore full backup 2026-11-30T06:00:00Z-000001 (revision 1000) and replay revisions 1001 to 1234 from chain ch"},
+	}}})
+	out := w.String()
+	for _, want := range []string{"point in time: revision 1234", "2026-11-30T07:15:00Z", "replay revisions 1001 to 1234 from chain ch",
+		"2026-11-30T06:00:00Z-000001 (revision 1000 to 1010), 2026-11-30T00:00:00Z-000001 (revision >= 500)", "pre-flight checked base 2026-11-30T06:00:00Z-000001"} {
+		require.Contains(t, out, want)
+	}
+	require.NotContains(t, out, "made backup")
 }
 
 // fakeTemporal answers what the pitr commands ask of Temporal: starts,
