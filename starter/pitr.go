@@ -16,6 +16,7 @@ import (
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
 	"github.com/kopsdr/kopsdr/internal/changelog"
+	"github.com/kopsdr/kopsdr/internal/inputerr"
 	"github.com/kopsdr/kopsdr/internal/storeurl"
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
@@ -597,4 +598,132 @@ func (n captureState) text(w io.Writer) {
 			fmt.Fprintf(w, "  last error: %s\n", n.Status.LastError)
 		}
 	}
+}
+
+// pitrScheduleFlags are the flags schedule create adds to start change
+// capture with the schedule's endpoints and stores.
+type pitrScheduleFlags struct {
+	main, events                       bool
+	mainChangeStore, eventsChangeStore string
+}
+
+func (f *pitrScheduleFlags) bind(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&f.main, "pitr", false, "also start change capture of main (kopsdr pitr enable) for point-in-time restore")
+	cmd.Flags().BoolVar(&f.events, "pitr-events", false, "with --pitr: capture the changes of events too")
+	cmd.Flags().StringVar(&f.mainChangeStore, "main-change-store", "", "with --pitr: main's change store (default: beside its backup store)")
+	cmd.Flags().StringVar(&f.eventsChangeStore, "events-change-store", "", "with --pitr-events: events' change store (default: beside its backup store)")
+}
+
+// inputs are the captures to start, checked; none without --pitr.
+func (f *pitrScheduleFlags) inputs(cmd *cobra.Command, in api.ClusterBackupInput, volumes bool) ([]api.ChangeCaptureInput, error) {
+	switch {
+	case f.main && volumes:
+		return nil, badFlag("pitr", "true", "change capture works with etcd-manager backups, not EBS snapshots: drop --pitr with --volume-snapshots")
+	case f.events && !f.main:
+		return nil, badFlag("pitr-events", "true", "captures events in addition to main: give --pitr too")
+	case f.mainChangeStore != "" && !f.main:
+		return nil, badFlag("main-change-store", f.mainChangeStore, "goes with --pitr")
+	case f.eventsChangeStore != "" && !f.events:
+		return nil, badFlag("events-change-store", f.eventsChangeStore, "goes with --pitr-events")
+	case !f.main:
+		return nil, nil
+	}
+	stores := map[string]string{"main": f.mainChangeStore, "events": f.eventsChangeStore}
+	ecs := []string{"main"}
+	if f.events {
+		ecs = append(ecs, "events")
+	}
+	var out []api.ChangeCaptureInput
+	for _, ec := range ecs {
+		ci := captureOf(in, ec, stores[ec])
+		if err := ci.Validate(); err != nil {
+			return nil, asScheduleField(err, ec)
+		}
+		if ci.ChangeStore != "" {
+			if err := storeurl.CheckLocalParent("--"+ec+"-change-store", ci.ChangeStore); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, ci)
+	}
+	return out, nil
+}
+
+// captureOf is the capture of one etcd cluster of a scheduled backup.
+func captureOf(in api.ClusterBackupInput, ec, changeStore string) api.ChangeCaptureInput {
+	b := in.ForEtcd(ec)
+	return api.ChangeCaptureInput{
+		Cluster: in.Cluster, EtcdCluster: ec, StateStore: b.StateStore, BackupStore: b.BackupStore, ChangeStore: changeStore,
+		Endpoints: b.Endpoints, CACert: in.CACert, Cert: in.Cert, Key: in.Key, SSEKMSKeyID: in.SSEKMSKeyID,
+	}
+}
+
+// asScheduleField names a capture's field as schedule create spells it
+// (changeStore of main is --main-change-store).
+func asScheduleField(err error, ec string) error {
+	if ie, ok := inputerr.As(err); ok {
+		switch ie.Field {
+		case "changeStore", "endpoints", "backupStore":
+			ie.Field = ec + "." + ie.Field
+		}
+	}
+	return err
+}
+
+// startCaptures starts each capture; one already running is left alone.
+// When one cannot be started, those this call started are cancelled again
+// and returned as started, for the caller to report.
+func startCaptures(ctx context.Context, c client.Client, ins []api.ChangeCaptureInput) (started, running []string, err error) {
+	started, running = []string{}, []string{}
+	for _, in := range ins {
+		id := api.CaptureWorkflowID(in.Cluster, in.Etcd())
+		_, already, err := startCapture(ctx, c, in)
+		if err != nil {
+			for _, s := range started {
+				_ = c.CancelWorkflow(context.WithoutCancel(ctx), s, "")
+			}
+			return started, running, err
+		}
+		if already {
+			running = append(running, id)
+		} else {
+			started = append(started, id)
+		}
+	}
+	return started, running, nil
+}
+
+// removeSchedules deletes what schedule create created, and names it.
+func removeSchedules(ctx context.Context, sc client.ScheduleClient, id string, drills *client.ScheduleOptions) []string {
+	ctx = context.WithoutCancel(ctx)
+	ids := []string{id}
+	if drills != nil {
+		ids = append(ids, drills.ID)
+	}
+	var removed []string
+	for _, sid := range ids {
+		if sc.GetHandle(ctx, sid).Delete(ctx) == nil {
+			removed = append(removed, "schedule "+sid)
+		}
+	}
+	return removed
+}
+
+// disableCaptures cancels a cluster's running captures without waiting:
+// each ends its chain when it stops.
+func disableCaptures(ctx context.Context, c client.Client, cluster string) ([]string, error) {
+	disabled := []string{}
+	for _, ec := range api.EtcdClusters {
+		id := api.CaptureWorkflowID(cluster, ec)
+		_, err := cancelCapture(ctx, c, id)
+		var nc notCapturing
+		switch {
+		case errors.As(err, &nc):
+			continue
+		case err != nil:
+			return disabled, err
+		}
+		disabled = append(disabled, id)
+	}
+	return disabled, nil
 }

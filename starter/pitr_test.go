@@ -49,6 +49,10 @@ func TestPITRBadInputStartsNothing(t *testing.T) {
 			"--main-endpoints", "https://10.0.1.10:4001", "--events-endpoints", "https://10.0.1.10:4002",
 			"--master", "name=a,docker=tcp://10.0.1.10:2376,ip=10.0.1.10"}, extra...)
 	}
+	sched := func(extra ...string) []string {
+		return append([]string{"schedule", "create", "--cluster", "c.example.com", "--state-store", state,
+			"--main-endpoints", "https://10.0.1.10:4001", "--events-endpoints", "https://10.0.1.10:4002", "--every", "1h"}, extra...)
+	}
 	mainStore := "file://" + dir + "/state/c.example.com/backups/etcd/main"
 	cases := []struct {
 		name string
@@ -101,6 +105,16 @@ func TestPITRBadInputStartsNothing(t *testing.T) {
 		{"restore change store without a point", restore("--main-change-store", "s3://b/changes"), []string{"--main-change-store", "--at or --revision"}},
 		{"restore events change store in its backup store", restore("--at", "2026-11-30T07:15:00Z", "--events-change-store", state+"/c.example.com/backups/etcd/events/c"),
 			[]string{"--events-change-store", "outside the backup store"}},
+		// schedule create --pitr
+		{"schedule pitr-events without pitr", sched("--pitr-events"), []string{"--pitr-events", "--pitr too"}},
+		{"schedule pitr with volume snapshots", []string{"schedule", "create", "--cluster", "c.example.com", "--volume-snapshots", "--region", "eu-central-1", "--every", "1h", "--pitr"},
+			[]string{"--pitr", "--volume-snapshots"}},
+		{"schedule main change store without pitr", sched("--main-change-store", "s3://b/changes"), []string{"--main-change-store", "--pitr"}},
+		{"schedule events change store without pitr-events", sched("--pitr", "--events-change-store", "s3://b/changes"), []string{"--events-change-store", "--pitr-events"}},
+		{"schedule pitr main store not in kops layout", []string{"schedule", "create", "--cluster", "c.example.com", "--main-backup-store", "file://" + dir + "/main",
+			"--events-backup-store", "file://" + dir + "/events", "--main-endpoints", "https://10.0.1.10:4001", "--events-endpoints", "https://10.0.1.10:4002", "--every", "1h", "--pitr"},
+			[]string{"--main-change-store", "kops's layout"}},
+		{"schedule pitr change store in the backup store", sched("--pitr", "--main-change-store", mainStore+"/c"), []string{"--main-change-store", "outside the backup store"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -138,6 +152,8 @@ func TestPITRHelp(t *testing.T) {
 		{[]string{"pitr", "status", "--help"}, []string{"--change-store", "lag", "gaps", "earliest"}},
 		{[]string{"make-backup", "--help"}, []string{atMeaning, "--revision", "--wait", "make-backup/<cluster>/<etcd>/<point>"}},
 		{[]string{"restore", "etcd-manager", "--help"}, []string{"--at means the last revision kopsdr had observed by that time", "--revision", "--main-change-store", "--events-change-store"}},
+		{[]string{"schedule", "create", "--help"}, []string{"--pitr", "--pitr-events", "all or nothing"}},
+		{[]string{"schedule", "delete", "--help"}, []string{"disables its change capture"}},
 	} {
 		var out, errOut bytes.Buffer
 		a := newApp(&out, &errOut)
@@ -479,4 +495,72 @@ func TestMakeBackupIDs(t *testing.T) {
 	code, _, errOut = runFake(t, f, "make-backup", "--cluster", "c.example.com", "--state-store", state, "--etcd", "events", "--revision", "42")
 	require.Equal(t, exitError, code)
 	require.Contains(t, errOut, "already running")
+}
+
+func schedArgs(dir string, extra ...string) []string {
+	return append([]string{"schedule", "create", "--cluster", "c.example.com", "--state-store", "file://" + dir + "/state",
+		"--main-endpoints", "https://10.0.1.10:4001", "--events-endpoints", "https://10.0.1.10:4002", "--every", "1h"}, extra...)
+}
+
+// TestSchedulePITR: --pitr and --pitr-events start both captures with
+// the schedule; a capture already running is left alone.
+func TestSchedulePITR(t *testing.T) {
+	t.Setenv("KOPS_CLUSTER_NAME", "")
+	t.Setenv("KOPS_STATE_STORE", "")
+	f := newFakeTemporal()
+	f.running["pitr/c.example.com/events"] = true
+	code, out, errOut := runFake(t, f, schedArgs(t.TempDir(), "--pitr", "--pitr-events", "-o", "json")...)
+	require.Equal(t, exitOK, code, errOut)
+	var res map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &res), out)
+	require.Equal(t, "backup/c.example.com", res["scheduleId"])
+	require.Equal(t, []any{"pitr/c.example.com/main"}, res["captureWorkflowIds"])
+	require.Equal(t, []any{"pitr/c.example.com/events"}, res["captureAlreadyRunning"])
+	require.Equal(t, []string{"backup/c.example.com", "drill/c.example.com"}, f.schedules.created)
+	require.Empty(t, f.schedules.deleted)
+	require.Empty(t, f.cancelled)
+}
+
+// TestSchedulePITRAllOrNothing: when a capture cannot start, the
+// schedules and the captures this command created are removed again.
+func TestSchedulePITRAllOrNothing(t *testing.T) {
+	t.Setenv("KOPS_CLUSTER_NAME", "")
+	t.Setenv("KOPS_STATE_STORE", "")
+	f := newFakeTemporal()
+	f.failStart["pitr/c.example.com/events"] = errors.New("namespace throttled")
+	code, out, errOut := runFake(t, f, schedArgs(t.TempDir(), "--pitr", "--pitr-events")...)
+	require.Equal(t, exitError, code)
+	require.Empty(t, out)
+	for _, w := range []string{"namespace throttled", "removed again", "schedule backup/c.example.com", "schedule drill/c.example.com", "pitr/c.example.com/main"} {
+		require.Contains(t, errOut, w)
+	}
+	require.Equal(t, []string{"backup/c.example.com", "drill/c.example.com"}, f.schedules.deleted)
+	require.Equal(t, []string{"pitr/c.example.com/main"}, f.cancelled)
+}
+
+// TestScheduleWithoutPITR: without --pitr nothing but the schedules.
+func TestScheduleWithoutPITR(t *testing.T) {
+	t.Setenv("KOPS_CLUSTER_NAME", "")
+	t.Setenv("KOPS_STATE_STORE", "")
+	f := newFakeTemporal()
+	code, out, errOut := runFake(t, f, schedArgs(t.TempDir())...)
+	require.Equal(t, exitOK, code, errOut)
+	require.Equal(t, "created schedule backup/c.example.com\ncreated schedule drill/c.example.com (a restore drill of the newest backups every 24h0m0s)\n", out)
+	require.Empty(t, f.started)
+}
+
+// TestScheduleDeleteDisablesCapture: deleting a cluster's schedules
+// cancels its running captures; a schedule id alone leaves them.
+func TestScheduleDeleteDisablesCapture(t *testing.T) {
+	f := newFakeTemporal()
+	f.running["pitr/c.example.com/main"] = true
+	code, _, errOut := runFake(t, f, "schedule", "delete", "backup/c.example.com")
+	require.Equal(t, exitOK, code, errOut)
+	require.Empty(t, f.cancelled)
+
+	code, out, errOut := runFake(t, f, "schedule", "delete", "c.example.com")
+	require.Equal(t, exitOK, code, errOut)
+	require.Equal(t, []string{"pitr/c.example.com/main"}, f.cancelled)
+	require.Contains(t, out, "delete: backup/c.example.com\n")
+	require.Contains(t, out, "disabled change capture pitr/c.example.com/main")
 }
