@@ -41,6 +41,9 @@ type app struct {
 	output string
 	out    io.Writer
 	errOut io.Writer
+	// fakeTemporal, when set, is dialled instead of Temporal: tests of
+	// what a command does with Temporal's answers.
+	fakeTemporal func() client.Client
 }
 
 func newApp(out, errOut io.Writer) *app { return &app{out: out, errOut: errOut} }
@@ -75,7 +78,8 @@ workflow), 2 bad input (nothing was started), 3 the workflow failed, 4 it was ca
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return flagError{err} })
 	root.AddCommand(a.backupCmd(), a.listBackupsCmd(), a.scheduleCmd(), a.restoreCmd(), a.statusCmd(),
 		a.decideCmd(api.UpdateApprove), a.decideCmd(api.UpdateReject), a.cleanLeasesCmd(),
-		a.snapshotVolumesCmd(), a.listVolumeSnapshotsCmd(), a.drillCmd(), a.runsCmd(), a.reportCmd())
+		a.snapshotVolumesCmd(), a.listVolumeSnapshotsCmd(), a.drillCmd(), a.runsCmd(), a.reportCmd(),
+		a.pitrCmd(), a.makeBackupCmd())
 	a.addWithdrawCmd(root)
 	for _, c := range allCommands(root) {
 		c.Flags().SetNormalizeFunc(kopsNames)
@@ -138,6 +142,9 @@ func bindStateStore(cmd *cobra.Command, dst *string, usage string, storeFlags ..
 }
 
 func (a *app) dial() (client.Client, error) {
+	if a.fakeTemporal != nil {
+		return a.fakeTemporal(), nil
+	}
 	c, err := a.conn.Dial(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return nil, unreachable{addr: a.conn.Address, err: err}

@@ -38,7 +38,7 @@ func (a *app) restoreEtcdManagerCmd() *cobra.Command {
 		wait                      bool
 	)
 	cmd := &cobra.Command{
-		Use:   "etcd-manager --cluster NAME --state-store URL --main-endpoints URL --events-endpoints URL --master SPEC... [--etcd main|events] [--backup latest|NAME] [--dry-run] [--approve] [--wait]",
+		Use:   "etcd-manager --cluster NAME --state-store URL --main-endpoints URL --events-endpoints URL --master SPEC... [--etcd main|events] [--backup latest|NAME | --at TIME | --revision REV] [--dry-run] [--approve] [--wait]",
 		Short: "Restore main and events from etcd-manager backups: commands, restarts, wait, lease clean-up",
 		Long: `Restore main and events of one kops cluster from etcd-manager backups, as one durable workflow
 (id restore/<cluster>): pre-flight checks that change nothing, a plan, approval, a safety backup
@@ -48,6 +48,12 @@ finish, and the master-lease clean-up. --etcd main (or events) restores only tha
 
 Without --approve the workflow waits for 'kopsdr approve restore/<cluster>' (or reject).
 --dry-run stops after the plan and changes nothing.
+
+--at TIME or --revision REV restore to a point instead of a backup, from the changes kopsdr pitr
+captured: after approval a backup is made at that point (see kopsdr make-backup) and restored.
+--at means the last revision kopsdr had observed by that time; --revision is main's (or that of
+the one etcd cluster --etcd selects). The other etcd cluster goes to the same time: from its own
+captured changes, else its newest backup at or before it. The plan shows how each point is made.
 
 --master describes one master; repeat it for every master. Its keys:
   name=<node>          the Kubernetes node name (narrows the container match)
@@ -110,6 +116,11 @@ sshd comes from --ssh-address-template ("{{.PrivateIP}}:22") or its Docker endpo
 					return badFlag(flag, cmd.Flag(flag).Value.String(), "goes with --discover-region; with --master give tls files as tlsca=,tlscert=,tlskey=")
 				}
 			}
+			for _, flag := range []string{"main-change-store", "events-change-store"} {
+				if v := cmd.Flag(flag).Value.String(); v != "" && !in.PointInTime() {
+					return badFlag(flag, v, "a change store is read for a restore to a point: give --at or --revision, or drop it")
+				}
+			}
 			if cmd.Flags().Changed("approval-timeout") {
 				in.ApprovalTimeout = approvalWait.String()
 			}
@@ -148,6 +159,10 @@ sshd comes from --ssh-address-template ("{{.PrivateIP}}:22") or its Docker endpo
 	f.StringVar(&in.Backup, "backup", "", "backup of both: latest (default), a name, or latest-before:<RFC3339>")
 	f.StringVar(&in.Main.Backup, "main-backup", "", "backup of main, if not --backup")
 	f.StringVar(&in.Events.Backup, "events-backup", "", "backup of events, if not --backup")
+	f.StringVar(&in.At, "at", "", "restore to a point instead of a backup: "+atHelp)
+	f.Int64Var(&in.Revision, "revision", 0, "restore to this etcd revision of main (or of the one --etcd cluster) instead of a backup")
+	f.StringVar(&in.Main.ChangeStore, "main-change-store", "", "with --at/--revision: main's change store (default: beside its backup store)")
+	f.StringVar(&in.Events.ChangeStore, "events-change-store", "", "with --at/--revision: events' change store (default: beside its backup store)")
 	f.StringVar(&in.Main.BackupStore, "main-backup-store", "", "main's backup store, instead of --state-store")
 	f.StringVar(&in.Events.BackupStore, "events-backup-store", "", "events' backup store, instead of --state-store")
 	f.StringSliceVar(&in.Main.Endpoints, "main-endpoints", nil, "etcd main client URLs (https://<master>:4001), one per master in --master order unless the host is the master's ip")
@@ -276,8 +291,7 @@ func printRestoreOutcome(w io.Writer, res api.EtcdManagerRestoreResult) {
 
 func printRestorePlan(w io.Writer, p api.RestorePlan) {
 	for _, b := range p.Backups {
-		fmt.Fprintf(w, "  %-6s %s (age %s, %.1f MiB, etcd %s, %d members) from %s\n",
-			b.EtcdCluster, b.Backup, b.Age, float64(b.Bytes)/(1<<20), b.EtcdVersion, b.MemberCount, b.Store)
+		printPlannedBackup(w, b)
 	}
 	for _, m := range p.Masters {
 		switch {
@@ -293,6 +307,39 @@ func printRestorePlan(w io.Writer, p api.RestorePlan) {
 		}
 	}
 	fmt.Fprintf(w, "  leases: %s\n  safety backup: %s\n", p.LeaseRule, p.SafetyNote)
+}
+
+// printPlannedBackup is one etcd cluster's backup in the plan; for a
+// restore to a point, how the backup restored will be made and from which
+// base backups, since that backup does not exist before approval.
+func printPlannedBackup(w io.Writer, b api.PlannedBackup) {
+	detail := fmt.Sprintf("(age %s, %.1f MiB, etcd %s, %d members) from %s", b.Age, float64(b.Bytes)/(1<<20), b.EtcdVersion, b.MemberCount, b.Store)
+	p := b.PointInTime
+	if p == nil {
+		fmt.Fprintf(w, "  %-6s %s %s\n", b.EtcdCluster, b.Backup, detail)
+		return
+	}
+	fmt.Fprintf(w, "  %-6s point in time: revision %d", b.EtcdCluster, p.Revision)
+	if !p.Observed.IsZero() {
+		fmt.Fprintf(w, ", observed %s", p.Observed.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(w, "; after approval a backup is made at it: %s\n", p.Description)
+	// After approval the restore puts the backup it made in place of the base.
+	made := true
+	bases := make([]string, len(p.Bases))
+	for i, base := range p.Bases {
+		made = made && base.Backup != b.Backup
+		bases[i] = fmt.Sprintf("%s (revision >= %d)", base.Backup, base.Revision)
+		if base.UpTo > 0 {
+			bases[i] = fmt.Sprintf("%s (revision %d to %d)", base.Backup, base.Revision, base.UpTo)
+		}
+	}
+	fmt.Fprintf(w, "         bases, best first (the first whose snapshot is at or below revision %d is used): %s\n", p.Revision, strings.Join(bases, ", "))
+	if made {
+		fmt.Fprintf(w, "         made backup %s in %s\n", b.Backup, b.Store)
+		return
+	}
+	fmt.Fprintf(w, "         pre-flight checked base %s %s\n", b.Backup, detail)
 }
 
 func printDecision(w io.Writer, d *api.Decision) {

@@ -27,7 +27,7 @@ func (a *app) scheduleCmd() *cobra.Command {
 		a.scheduleSimpleCmd("pause", "Pause a schedule (no new backups until unpaused); a cluster name pauses its drills too"),
 		a.scheduleSimpleCmd("unpause", "Unpause a schedule; a cluster name unpauses its drills too"),
 		a.scheduleSimpleCmd("trigger", "Run a schedule's backup (or drill, given drill/<cluster>) now"),
-		a.scheduleSimpleCmd("delete", "Delete a schedule (backups already taken stay); a cluster name deletes its drill schedule too"))
+		a.scheduleSimpleCmd("delete", "Delete a schedule (backups already taken stay); a cluster name deletes its drill schedule too and disables its change capture"))
 	return cmd
 }
 
@@ -40,13 +40,19 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 		rf             retentionFlags
 		paused         bool
 		vs             *volumeSchedule
+		pf             pitrScheduleFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "create --cluster NAME --state-store URL --main-endpoints URL --events-endpoints URL (--every 1h | --cron EXPR)",
 		Short: "Create a schedule that backs up main and events (overlap: skip), and one that drills them",
 		Long: `Create a schedule that backs up main and events (overlap: skip), and a second one,
 drill/<cluster>, that drills the newest backup of each every --drill-every (default 24h; 0: no
-drills): restores it into a throwaway etcd on the worker and checks it (see kopsdr drill).`,
+drills): restores it into a throwaway etcd on the worker and checks it (see kopsdr drill).
+
+--pitr also starts change capture of main (pitr/<cluster>/main, see kopsdr pitr enable) with the
+same endpoints, TLS files and stores, and --pitr-events that of events too. It is all or nothing:
+when a capture cannot be started, the schedules and captures created are removed again. A capture
+already running is left as it is. 'kopsdr schedule delete <cluster>' disables the captures too.`,
 		Example: `  kopsdr schedule create --cluster test.my.clusters --state-store s3://my.clusters \
     --main-endpoints https://10.0.1.10:4001 --events-endpoints https://10.0.1.10:4002 \
     --cacert /etc/kopsdr/etcd-ca.crt --cert /etc/kopsdr/etcd-client.crt --key /etc/kopsdr/etcd-client.key \
@@ -77,6 +83,10 @@ drills): restores it into a throwaway etcd on the worker and checks it (see kops
 			if err != nil {
 				return err
 			}
+			captures, err := pf.inputs(cmd, in, vs.enabled)
+			if err != nil {
+				return err
+			}
 			c, err := a.dial()
 			if err != nil {
 				return err
@@ -90,7 +100,7 @@ drills): restores it into a throwaway etcd on the worker and checks it (see kops
 			if err != nil {
 				return fmt.Errorf("create schedule %s: %w", id, err)
 			}
-			created := map[string]string{"scheduleId": id}
+			created := map[string]any{"scheduleId": id}
 			if drills != nil {
 				drills.Paused, drills.CatchupWindow = paused, catchup
 				if _, err := sc.Create(cmd.Context(), *drills); err != nil {
@@ -100,10 +110,26 @@ drills): restores it into a throwaway etcd on the worker and checks it (see kops
 				}
 				created["drillScheduleId"] = drills.ID
 			}
+			started, running, err := startCaptures(cmd.Context(), c, captures)
+			if err != nil {
+				// started were cancelled again by startCaptures.
+				removed := append(removeSchedules(cmd.Context(), sc, id, drills), started...)
+				// %v, not %w: the error line is the root cause, and this one is.
+				return fmt.Errorf("%v (all or nothing: removed again %s)", err, strings.Join(removed, ", "))
+			}
+			if len(captures) > 0 {
+				created["captureWorkflowIds"], created["captureAlreadyRunning"] = started, running
+			}
 			return a.print(created, func(w io.Writer) {
 				fmt.Fprintf(w, "created schedule %s\n", id)
 				if drills != nil {
 					fmt.Fprintf(w, "created schedule %s (a restore drill of the newest backups every %s)\n", drills.ID, drillEvery)
+				}
+				for _, cid := range started {
+					fmt.Fprintf(w, "started change capture %s (kopsdr pitr status shows it)\n", cid)
+				}
+				for _, cid := range running {
+					fmt.Fprintf(w, "change capture %s was already running: left as it is\n", cid)
 				}
 			})
 		},
@@ -126,6 +152,7 @@ drills): restores it into a throwaway etcd on the worker and checks it (see kops
 	f.BoolVar(&paused, "paused", false, "create the schedule paused")
 	f.DurationVar(&drillEvery, "drill-every", 24*time.Hour, "drill the newest backups at this interval (schedule drill/<cluster>); 0: no drill schedule")
 	vs = a.volumeScheduleFlags(cmd)
+	pf.bind(cmd)
 	return cmd
 }
 
@@ -364,9 +391,22 @@ func (a *app) scheduleSimpleCmd(verb, short string) *cobra.Command {
 				}
 				done = append(done, id)
 			}
-			return a.print(map[string]any{"scheduleId": id, "scheduleIds": done, "done": verb}, func(w io.Writer) {
+			out := map[string]any{"scheduleId": id, "scheduleIds": done, "done": verb}
+			var disabled []string
+			if verb == "delete" && !strings.Contains(args[0], "/") {
+				// A cluster taken out of its schedule leaves capture too: without new
+				// full backups, retention could not shorten its chains.
+				if disabled, err = disableCaptures(cmd.Context(), c, args[0]); err != nil {
+					return fmt.Errorf("deleted %s, but %v", strings.Join(done, " and "), err)
+				}
+				out["captureDisabled"] = disabled
+			}
+			return a.print(out, func(w io.Writer) {
 				for _, id := range done {
 					fmt.Fprintf(w, "%s: %s\n", verb, id)
+				}
+				for _, id := range disabled {
+					fmt.Fprintf(w, "disabled change capture %s (it ends its chain when it stops)\n", id)
 				}
 			})
 		},

@@ -34,6 +34,10 @@ func newStatus(workflowType string) any {
 		return &api.VolumeSnapshotStatus{}
 	case api.WorkflowVolumeRestore:
 		return &api.VolumeRestoreReport{}
+	case api.WorkflowChangeCapture:
+		return &api.CaptureStatus{}
+	case api.WorkflowMakeBackup:
+		return &api.MakeBackupStatus{}
 	}
 	return &map[string]any{}
 }
@@ -49,6 +53,8 @@ func newResult(workflowType string) any {
 		return &api.EtcdManagerRestoreResult{}
 	case api.WorkflowVolumeSnapshot:
 		return &api.VolumeSnapshotResult{}
+	case api.WorkflowMakeBackup:
+		return &api.MakeBackupResult{}
 	}
 	return nil // the volume restore's result is its status
 }
@@ -154,6 +160,24 @@ func (v statusView) text(w io.Writer) {
 			fmt.Fprintf(w, "  %s/%s\t%s\t%s\t%s\n", s.EtcdCluster, s.Member, s.VolumeID, s.ID, s.State)
 		}
 		printLastError(w, st.LastError, v.Failure)
+	case *api.CaptureStatus:
+		fmt.Fprintf(w, "  step: %s\n  change store: %s\n", st.Step, st.ChangeStore)
+		if st.Chain != "" {
+			fmt.Fprintf(w, "  chain: %s, revision %d durable (observed %s)\n", st.Chain, st.Revision, st.Observed.UTC().Format(time.RFC3339))
+		}
+		for _, g := range st.Gaps {
+			fmt.Fprintln(w, "  "+gapLine(g))
+		}
+		printLastError(w, st.LastError, v.Failure)
+	case *api.MakeBackupStatus:
+		fmt.Fprintf(w, "  step: %s\n", st.Step)
+		if st.Plan != nil {
+			fmt.Fprintf(w, "  plan: %s\n", st.Plan.Description)
+		}
+		if st.Backup != "" {
+			fmt.Fprintf(w, "  backup: %s\n", st.Backup)
+		}
+		printLastError(w, st.LastError, v.Failure)
 	case *api.VolumeRestoreReport:
 		printVolumeReport(w, *st)
 		if st.LastError == "" && v.Failure != "" {
@@ -178,6 +202,9 @@ func (v statusView) text(w io.Writer) {
 		}
 	case *api.VolumeSnapshotResult:
 		fmt.Fprintf(w, "  result: set %s, %d snapshots\n", res.Set, len(res.Snapshots))
+	case *api.MakeBackupResult:
+		fmt.Fprintln(w, "  result:")
+		printMadeBackup(w, *res)
 	}
 }
 
