@@ -90,7 +90,7 @@ func TestStartChain(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, st.Started.Equal(c.Started))
 		st.Started = c.Started
-		assert.Equal(t, changelog.ChainState{Chain: c, LastRevision: 99}, st)
+		assert.Equal(t, changelog.ChainState{Chain: c, FirstRevision: 100, LastRevision: 99}, st)
 
 		assert.Error(t, changelog.StartChain(ctx, s, changelog.Chain{ID: "a/b", StartRevision: 1}))
 		assert.Error(t, changelog.StartChain(ctx, s, changelog.Chain{ID: "x", StartRevision: 0}))

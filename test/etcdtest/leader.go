@@ -15,7 +15,7 @@ func (c *Cluster) LeaderIndex(t testing.TB) int {
 			m.mu.Lock()
 			e := m.etcd
 			m.mu.Unlock()
-			if e != nil && e.Server.Leader() != 0 && uint64(e.Server.ID()) == uint64(e.Server.Leader()) {
+			if e != nil && e.Server.Leader() != 0 && e.Server.MemberID() == e.Server.Leader() {
 				return i
 			}
 		}
