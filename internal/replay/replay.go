@@ -11,6 +11,12 @@
 // every key has the value, create revision, mod revision, version and lease
 // it had there, and the store's revision is the target. That matters
 // because Kubernetes resourceVersions are etcd revisions.
+//
+// Known limit: the snapshot is written by the scratch etcd, the version
+// kopsdr embeds (3.7), which records its own cluster version and storage
+// version (3.7.0) in the database. An older etcd (a kops cluster on 3.5)
+// may refuse to start on it as a downgrade; Result.BaseEtcdVersion says
+// which version the original ran.
 package replay
 
 import (
