@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kopsdr/kopsdr/internal/scratchetcd"
 )
 
 // requiredKeys are objects no Kubernetes control plane starts well
@@ -33,24 +35,24 @@ const (
 
 // check reads the whole keyspace back from the scratch etcd, at one
 // revision, and records what it finds and what is missing in res.
-func check(ctx context.Context, srv *server, opts Options, res *Result) error {
+func check(ctx context.Context, srv *scratchetcd.Server, opts Options, res *Result) error {
 	// The revision, first: restored keys attached to leases (master leases
 	// are, with a 15 s TTL) expire soon after etcd starts, and reading at the
 	// restored revision still sees them as the backup held them.
-	st, err := srv.cli.Status(ctx, srv.cli.Endpoints()[0])
+	st, err := srv.Client.Status(ctx, srv.Client.Endpoints()[0])
 	if err != nil {
 		return readFailure(ctx, res, "status: %v", err)
 	}
 	rev := st.Header.Revision
 	res.Revision, res.EtcdVersion, res.StorageVersion = rev, st.Version, st.StorageVersion
-	if v := srv.etcd.Server.ClusterVersion(); v != nil {
+	if v := srv.Etcd.Server.ClusterVersion(); v != nil {
 		res.ClusterVersion = v.String()
 	}
 
 	seen := map[string]bool{}
 	from, limit := "\x00", int64(firstPage)
 	for {
-		resp, err := srv.cli.Get(ctx, from, clientv3.WithFromKey(), clientv3.WithLimit(limit), clientv3.WithRev(rev))
+		resp, err := srv.Client.Get(ctx, from, clientv3.WithFromKey(), clientv3.WithLimit(limit), clientv3.WithRev(rev))
 		if err != nil {
 			return readFailure(ctx, res, "reading keys from %q at revision %d: %v", from, rev, err)
 		}

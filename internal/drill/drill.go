@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
+	"github.com/kopsdr/kopsdr/internal/scratchetcd"
 )
 
 // Options tunes one drill. The zero value is fine.
@@ -112,14 +113,14 @@ func Run(ctx context.Context, store backupstore.Store, backup string, opts Optio
 	if opts.Expected == nil {
 		opts.Expected = src.facts.Counts
 	}
-	if err := checkSpace(opts, src.need()); err != nil {
-		return Result{}, err
+	if err := scratchetcd.CheckSpace(opts.TempDir, src.need(), opts.FreeSpace); err != nil {
+		return Result{}, drillScratch(err)
 	}
-	dir, err := newScratch(opts.TempDir)
+	dir, err := scratchetcd.NewDir(opts.TempDir, ScratchPrefix)
 	if err != nil {
-		return Result{}, err
+		return Result{}, drillScratch(err)
 	}
-	defer dir.remove()
+	defer dir.Remove()
 
 	if err := drill(ctx, src, dir, opts, &res); err != nil {
 		return Result{}, err
@@ -130,7 +131,7 @@ func Run(ctx context.Context, store backupstore.Store, backup string, opts Optio
 
 // drill runs the stages in order and stops at the first one that fails;
 // only operational trouble comes back as an error.
-func drill(ctx context.Context, src *source, dir *scratch, opts Options, res *Result) error {
+func drill(ctx context.Context, src *source, dir *scratchetcd.Dir, opts Options, res *Result) error {
 	begin := time.Now()
 	snap, ok, err := download(ctx, src, dir, opts, res)
 	res.Timings.DownloadSeconds = time.Since(begin).Seconds()
@@ -143,7 +144,7 @@ func drill(ctx context.Context, src *source, dir *scratch, opts Options, res *Re
 	if err != nil || srv == nil {
 		return err
 	}
-	defer srv.close()
+	defer srv.Close()
 	// A restore is done once etcd serves; only a drill that got this far
 	// has measured what a real restore would take.
 	t := &res.Timings
@@ -163,7 +164,7 @@ func withDefaults(o Options) Options {
 		o.Progress = func(string, int64) {}
 	}
 	if o.FreeSpace == nil {
-		o.FreeSpace = statfsFree
+		o.FreeSpace = scratchetcd.FreeSpace
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -181,10 +182,7 @@ func kopsdrVersion() string {
 	return ""
 }
 
-// errScratch marks trouble with the scratch dir (space, permissions): the
-// worker's problem, never the backup's.
-var errScratch = errors.New("drill scratch space")
-
 // IsScratch says err is the worker's scratch dir's trouble (no space, no
-// permission), which retrying on the same worker will not mend.
-func IsScratch(err error) bool { return errors.Is(err, errScratch) }
+// permission), which retrying on the same worker will not mend. Such
+// errors read "drill scratch space: ...".
+func IsScratch(err error) bool { return errors.Is(err, scratchetcd.ErrScratch) }
