@@ -19,6 +19,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/internal/replay"
+	"github.com/kopsdr/kopsdr/internal/scratchetcd"
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
 
@@ -394,6 +395,10 @@ func (a *PITR) MakeSnapshot(ctx context.Context, in MakeSnapshotInput) (MakeSnap
 	prog := newProgress(MakeProgress{Stage: "start"})
 	stop := heartbeatProgress(ctx, 5*time.Second, prog)
 	defer stop()
+	// What replays of a worker killed mid-way left behind.
+	if removed, err := scratchetcd.CleanStale(a.tempDir(), replay.ScratchPrefix, staleScratchAge); len(removed) > 0 || err != nil {
+		logger(ctx).Info("make-backup: removed stale scratch dirs", "removed", removed, "error", err)
+	}
 
 	var tooNew []string
 	for _, base := range in.Plan.Bases {

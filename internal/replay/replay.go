@@ -374,8 +374,12 @@ func checkRevision(ctx context.Context, srv *scratchetcd.Server, rev int64, when
 	return nil
 }
 
+// ErrBaseTooNew: the base backup holds a revision after the target, so a
+// replay from it cannot reach the target; an older base can.
+var ErrBaseTooNew = errors.New("the base backup is newer than the target")
+
 func tooNew(req Request, baseRev int64) error {
-	return fmt.Errorf("replay %s to revision %d: the base is at revision %d, after the target; use an older base", req.Base, req.Target, baseRev)
+	return fmt.Errorf("replay %s to revision %d: the base is at revision %d, after the target; use an older base: %w", req.Base, req.Target, baseRev, ErrBaseTooNew)
 }
 
 // replayErr names the replay in err.
