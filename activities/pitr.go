@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,9 @@ type PITR struct {
 	TempDir string
 	// Metrics, when set, is told the capture's lag.
 	Metrics LagRecorder
+	// Logger gets capture's own log (re-watches, retries, ends); default
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // LagRecorder is what capture reports to (internal/metrics.Metrics).
@@ -165,8 +169,13 @@ func (a *PITR) Capture(ctx context.Context, in CaptureInput) (CaptureResult, err
 
 	runCtx, cancel := context.WithTimeout(ctx, in.RunFor)
 	defer cancel()
+	lg := a.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
 	err = capture.Run(runCtx, cli, store, in.Chain, capture.Options{
 		MaxInterval: in.Interval,
+		Logger:      lg.With("cluster", in.Cluster, "etcd", in.EtcdCluster, "chain", in.Chain),
 		Durable: func(h changelog.Head) {
 			head.Store(&h)
 			if a.Metrics != nil {

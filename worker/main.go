@@ -123,7 +123,7 @@ logs the command when they are missing).`,
 				wo.Identity = devserver.WorkerIdentity()
 			}
 			w := worker.New(c, temporalconn.TaskQueue, wo)
-			ro := registry.Options{}
+			ro := registry.Options{Logger: logger}
 			if m != nil {
 				ro.DrillMetrics, ro.CaptureMetrics = m, m
 			}

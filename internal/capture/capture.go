@@ -331,10 +331,8 @@ func (r *runner) watch(ctx context.Context) error {
 				armFlush()
 				continue
 			}
-			// Ask etcd where it is; the answer comes through the watch
-			// once it has sent everything before.
-			if err := r.cli.RequestProgress(wctx); err != nil && ctx.Err() == nil {
-				r.log.Info("requesting watch progress", "error", err)
+			if err := r.idleHead(ctx); err != nil {
+				return err
 			}
 		}
 	}
@@ -410,6 +408,33 @@ func (r *runner) handle(ctx, wctx context.Context, resp *clientv3.WatchResponse)
 		r.pendingBytes += len(op.Key) + len(op.Value) + opOverhead
 	}
 	return nil
+}
+
+// idleHead writes the head while nothing is pending: a linearizable read
+// of one key says which revision etcd is at. When that is the last
+// durable one, nothing newer existed when the read was sent, so the head
+// can claim it as observed then. (Watch progress notifications cannot
+// serve here: etcd sends none to a watch that starts at a revision it has
+// not reached yet, which is where a new chain's watch starts.) Anything
+// newer is on its way through the watch, and the head waits for it.
+func (r *runner) idleHead(ctx context.Context) error {
+	asked := time.Now().UTC().Truncate(time.Millisecond)
+	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	resp, err := r.cli.Get(cctx, watchRangeFrom)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Info("reading etcd's revision for the head", "error", err)
+		}
+		return nil // the next tick asks again; the watch reports real trouble
+	}
+	if err := r.checkCluster(resp.Header.GetClusterId()); err != nil {
+		return err
+	}
+	if resp.Header.GetRevision() != r.durable || len(r.pending) > 0 {
+		return nil
+	}
+	return r.writeHead(ctx, changelog.Head{Revision: r.durable, Observed: asked})
 }
 
 func (r *runner) headDue() bool {

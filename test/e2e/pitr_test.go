@@ -322,10 +322,19 @@ func runBackup(t *testing.T, ctx context.Context, tp *stack.Temporal, k *kopsClu
 // has a head (capture is running on it).
 func waitChains(t *testing.T, ctx context.Context, s backupstore.Store, n int) {
 	t.Helper()
-	require.Eventually(t, func() bool {
-		cs, err := changelog.ListChains(ctx, s)
-		return err == nil && len(cs) == n && cs[n-1].Head != nil
-	}, 3*time.Minute, 200*time.Millisecond, "waiting for %d chains", n)
+	var cs []changelog.ChainState
+	var err error
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		cs, err = changelog.ListChains(ctx, s)
+		if err == nil && len(cs) == n && cs[n-1].Head != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %d chains with a head; the last listing: %+v, %v", n, cs, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // waitDurable waits until capture has made rev durable.

@@ -5,6 +5,7 @@ package registry
 
 import (
 	"context"
+	"log/slog"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"go.temporal.io/sdk/worker"
@@ -27,6 +28,9 @@ type Options struct {
 	DrillMetrics activities.DrillRecorder
 	// CaptureMetrics, when set, is told change capture's progress.
 	CaptureMetrics activities.LagRecorder
+	// Logger gets the log of long-running activities that keep their own
+	// (change capture); default slog.Default().
+	Logger *slog.Logger
 }
 
 // RegisterWith registers every kopsdr workflow and activity.
@@ -37,7 +41,7 @@ func RegisterWith(r worker.Registry, o Options) {
 	r.RegisterActivity(&activities.Volumes{})
 	r.RegisterActivity(&activities.Drill{TempDir: o.DrillTempDir, Metrics: o.DrillMetrics})
 	// make-backup's scratch etcd shares the drills' temp dir.
-	r.RegisterActivity(&activities.PITR{TempDir: o.DrillTempDir, Metrics: o.CaptureMetrics})
+	r.RegisterActivity(&activities.PITR{TempDir: o.DrillTempDir, Metrics: o.CaptureMetrics, Logger: o.Logger})
 }
 
 // Restarters restart etcd-manager through each master's runtime: Docker,

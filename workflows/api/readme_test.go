@@ -23,6 +23,8 @@ func TestREADMEInputs(t *testing.T) {
 		"VolumeSnapshot":     func() any { return &VolumeSnapshotInput{} },
 		"VolumeRestore":      func() any { return &VolumeRestoreInput{} },
 		"RestoreDrill":       func() any { return &RestoreDrillInput{} },
+		"ChangeCapture":      func() any { return &ChangeCaptureInput{} },
+		"MakeBackup":         func() any { return &MakeBackupInput{} },
 	}
 	re := regexp.MustCompile(`--type (\w+)[^\n]*\\\n\s*--input '([^']+)'`)
 	seen := map[string]bool{}
@@ -45,7 +47,8 @@ func TestREADMEInputs(t *testing.T) {
 			t.Errorf("README input of %s is refused: %v", typ, err)
 		}
 	}
-	for _, typ := range []string{WorkflowClusterBackup, WorkflowEtcdManagerRestore, WorkflowVolumeSnapshot, WorkflowVolumeRestore, WorkflowRestoreDrill} {
+	for _, typ := range []string{WorkflowClusterBackup, WorkflowEtcdManagerRestore, WorkflowVolumeSnapshot, WorkflowVolumeRestore, WorkflowRestoreDrill,
+		WorkflowChangeCapture, WorkflowMakeBackup} {
 		if !seen[typ] {
 			t.Errorf("README has no temporal workflow start example for %s", typ)
 		}
