@@ -1,9 +1,10 @@
 // Package snapshot streams an etcd v3 snapshot, exactly as the Maintenance
 // Snapshot RPC sends it (what `etcdctl snapshot save` writes), through gzip
-// into any writer, and verifies such gzip files later. The result is the
-// etcd.backup.gz that etcd-manager restores, which checks the sha256 trailer,
-// so the trailer is checked here too, while streaming, before a backup can
-// be called good.
+// into any writer (Stream), writes the same from an etcd database file that
+// no server has open (StreamFile), and verifies such gzip files later. The
+// result is the etcd.backup.gz that etcd-manager restores, which checks the
+// sha256 trailer, so the trailer is checked here too, while streaming,
+// before a backup can be called good.
 package snapshot
 
 import (
