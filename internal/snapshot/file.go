@@ -36,7 +36,7 @@ func StreamFile(ctx context.Context, path, etcdVersion string, w io.Writer, leve
 		return Result{}, err
 	}
 	defer enc.abandon()
-	rev, err := dbRevision(path)
+	rev, err := DBRevision(path)
 	if err != nil {
 		return Result{}, fmt.Errorf("snapshot: %s: %w", path, err)
 	}
@@ -70,12 +70,13 @@ func StreamFile(ctx context.Context, path, etcdVersion string, w io.Writer, leve
 	return res, nil
 }
 
-// dbRevision reads the store revision of the etcd database at path as
+// DBRevision reads the store revision of the etcd database at path as
 // etcd's mvcc store restore computes it: the newest revision in the key
 // bucket, or the finished or scheduled compaction when later (compaction
 // drops the tombstones it covers, the newest revision among them). Cheap:
-// it reads the last key and two meta keys, not the keyspace.
-func dbRevision(path string) (int64, error) {
+// it reads the last key and two meta keys, not the keyspace. A database
+// an etcd has open is refused.
+func DBRevision(path string) (int64, error) {
 	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: openTimeout})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return 0, errors.New("the database is locked: an etcd still has it open")
