@@ -12,11 +12,26 @@
 // it had there, and the store's revision is the target. That matters
 // because Kubernetes resourceVersions are etcd revisions.
 //
-// Known limit: the snapshot is written by the scratch etcd, the version
-// kopsdr embeds (3.7), which records its own cluster version and storage
-// version (3.7.0) in the database. An older etcd (a kops cluster on 3.5)
-// may refuse to start on it as a downgrade; Result.BaseEtcdVersion says
-// which version the original ran.
+// The snapshot is the scratch etcd's database, taken once it stopped
+// and streamed as a live etcd streams one (snapshot.StreamFile). That etcd
+// is the version kopsdr embeds (3.7), which raises the versions a database
+// records (meta/storageVersion, cluster/clusterVersion) to its own; an
+// older etcd refuses to start on such a database (3.6 on both). So before
+// it streams, Make lowers both to the base's etcd version, the one
+// etcd-manager restores the output with (minor version, never below 3.5,
+// the oldest etcd's schema migration knows; left alone when the base's
+// version is unknown or not older), with etcd's own migration code, as
+// `etcdutl migrate --target-version` does. Result.OutputVersion says to
+// what; lowerVersions says why that suffices, from etcd's sources.
+//
+// Not verifiable here: no etcd 3.5 or 3.6 runs on this machine, so that
+// etcd-manager's restore and start with the base's version accept the
+// output rests on reading those versions' sources (v3.5.33, v3.6.14), not
+// on a test; tests check the marks, the keys and revisions, and that etcd
+// 3.7 restores and serves the output. Beyond the marks, the database is
+// written by etcd 3.7, whose schema records no other change since 3.5.
+// Bases of etcd 3.4 and older are marked 3.5, which etcd 3.4 may or may
+// not accept: untested, and outside what etcd's migration supports.
 package replay
 
 import (
@@ -28,7 +43,9 @@ import (
 	"os"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/version"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/storage/datadir"
 	"go.uber.org/zap"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
@@ -81,8 +98,10 @@ type Request struct {
 	TempDir string
 	// Progress, when set, is told the stage and how far it got, so an
 	// activity can heartbeat: "download" (gzip bytes), "restore" and
-	// "start" (0), "replay" (transactions applied), "snapshot" (raw bytes
-	// streamed). It is called from Make's goroutine.
+	// "start" (0), "replay" (transactions applied), "downgrade" (0: the
+	// scratch etcd stops and its database is marked for the base's etcd
+	// version), "snapshot" (raw bytes streamed). It is called from Make's
+	// goroutine.
 	Progress func(stage string, n int64)
 	// Logger gets the scratch etcd's logs; default none.
 	Logger *zap.Logger
@@ -97,7 +116,10 @@ type Timings struct {
 	RestoreSeconds  float64 `json:"restoreSeconds"`
 	StartSeconds    float64 `json:"startSeconds"`
 	ReplaySeconds   float64 `json:"replaySeconds"`
-	SnapshotSeconds float64 `json:"snapshotSeconds"`
+	// DowngradeSeconds is stopping the scratch etcd and marking its
+	// database for the base's etcd version.
+	DowngradeSeconds float64 `json:"downgradeSeconds"`
+	SnapshotSeconds  float64 `json:"snapshotSeconds"`
 }
 
 // Result describes what Make made.
@@ -107,10 +129,17 @@ type Result struct {
 	// restored store.
 	BaseRevision int64 `json:"baseRevision"`
 	// BaseEtcdVersion is the etcd version the base's meta names, the one
-	// etcd-manager restored the original with; Snapshot.EtcdVersion is the
-	// scratch etcd's.
+	// etcd-manager restored the original with and restores the output
+	// with; Snapshot.EtcdVersion is the same (the scratch etcd's when the
+	// meta names none).
 	BaseEtcdVersion string `json:"baseEtcdVersion"`
-	Revision        int64  `json:"revision"` // the target: the snapshot's revision
+	// OutputVersion is the etcd minor version ("3.5") the output's
+	// database was marked for, its storage and cluster versions lowered
+	// from the scratch etcd's to the base's (never below 3.5); empty when
+	// they were left as the scratch etcd wrote them: the base's version is
+	// unknown or not older than the scratch etcd's.
+	OutputVersion string `json:"outputVersion,omitempty"`
+	Revision      int64  `json:"revision"` // the target: the snapshot's revision
 	// Observed is when capture observed the last replayed revision (zero
 	// when nothing was replayed): the original cluster was in the state
 	// the snapshot holds at that moment.
@@ -128,9 +157,10 @@ type Result struct {
 
 // Make restores req.Base, replays req.Source's transactions in
 // (BaseRevision, Target], one etcd transaction per captured revision, and
-// streams a gzip snapshot of the result at level to w: exactly what
-// snapshot.Stream writes for a backup, which etcd-manager restores. The
-// scratch dir is removed before Make returns.
+// streams a gzip snapshot of the result at level to w: the format
+// snapshot.Stream writes for a backup, which etcd-manager restores, of a
+// database marked for the base's etcd version. The scratch dir is removed
+// before Make returns.
 //
 // A base that is missing or does not verify is a *scratchetcd.BackupError;
 // a scratch dir that cannot hold the work wraps scratchetcd.ErrScratch.
@@ -233,29 +263,57 @@ func run(ctx context.Context, req Request, base *baseInfo, dir *scratchetcd.Dir,
 	if err := checkRevision(ctx, srv, req.Target, "after replay"); err != nil {
 		return replayErr(req, cause(ctx, err))
 	}
-
-	begin = time.Now()
-	res.Snapshot, err = snapshot.Stream(ctx, srv.Client, srv.Endpoint, w, level, func(raw, _ int64) {
-		req.Progress("snapshot", raw)
-	})
-	res.Timings.SnapshotSeconds = time.Since(begin).Seconds()
-	if err != nil {
-		return replayErr(req, cause(ctx, err))
-	}
-	// The snapshot was taken between two reads of the revision that both
-	// say Target, so it holds Target; and no lease was lost on the way.
-	if err := checkRevision(ctx, srv, req.Target, "after the snapshot"); err != nil {
-		return replayErr(req, cause(ctx, err))
-	}
-	if err := keep.failed(); err != nil {
-		return replayErr(req, err)
-	}
+	// No lease was lost on the way (an expired lease without keys changes
+	// no revision).
 	gone, err := keep.missing(ctx)
 	if err != nil {
 		return replayErr(req, cause(ctx, fmt.Errorf("listing leases: %w", err)))
 	}
 	if len(gone) > 0 {
 		return replayErr(req, fmt.Errorf("%d leases (%x ...) vanished from the scratch etcd during replay", len(gone), gone[0]))
+	}
+
+	// Stop the scratch etcd: stopping commits everything it applied to
+	// its database and closes it (EtcdServer.HardStop ends the run loop,
+	// whose Cleanup closes the backend, which commits first). Its WAL is
+	// not needed: only the database ships, as in any snapshot.
+	req.Progress("downgrade", 0)
+	begin = time.Now()
+	keep.close()
+	if err := keep.failed(); err != nil {
+		return replayErr(req, err)
+	}
+	srv.Close()
+	db := datadir.ToBackendFileName(dir.DataDir())
+	// The stopped etcd's database holds the target, nothing more.
+	rev, err := snapshot.DBRevision(db)
+	if err != nil {
+		return replayErr(req, err)
+	}
+	if rev != req.Target {
+		return replayErr(req, fmt.Errorf("the scratch etcd's database is at revision %d when it stopped, not the target %d: something besides replay wrote to it (a lease expiring?)", rev, req.Target))
+	}
+	// Mark the database for the base's etcd, which etcd-manager restores
+	// it with (see lowerVersions).
+	etcdVersion := base.meta.EtcdVersion
+	if etcdVersion == "" {
+		etcdVersion = version.Version
+	}
+	if target, ok := targetVersion(base.meta.EtcdVersion); ok {
+		if err := lowerVersions(req.Logger, db, target); err != nil {
+			return replayErr(req, fmt.Errorf("marking the snapshot for etcd %s: %w", minor(target), err))
+		}
+		res.OutputVersion = minor(target)
+	}
+	res.Timings.DowngradeSeconds = time.Since(begin).Seconds()
+
+	begin = time.Now()
+	res.Snapshot, err = snapshot.StreamFile(ctx, db, etcdVersion, w, level, func(raw, _ int64) {
+		req.Progress("snapshot", raw)
+	})
+	res.Timings.SnapshotSeconds = time.Since(begin).Seconds()
+	if err != nil {
+		return replayErr(req, cause(ctx, err))
 	}
 	return nil
 }

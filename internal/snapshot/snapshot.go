@@ -1,9 +1,10 @@
 // Package snapshot streams an etcd v3 snapshot, exactly as the Maintenance
 // Snapshot RPC sends it (what `etcdctl snapshot save` writes), through gzip
-// into any writer, and verifies such gzip files later. The result is the
-// etcd.backup.gz that etcd-manager restores, which checks the sha256 trailer,
-// so the trailer is checked here too, while streaming, before a backup can
-// be called good.
+// into any writer (Stream), writes the same from an etcd database file that
+// no server has open (StreamFile), and verifies such gzip files later. The
+// result is the etcd.backup.gz that etcd-manager restores, which checks the
+// sha256 trailer, so the trailer is checked here too, while streaming,
+// before a backup can be called good.
 package snapshot
 
 import (
@@ -63,17 +64,11 @@ type Progress func(rawBytes, gzipBytes int64)
 // its end, so no reader mistakes a partial snapshot for a whole one. The
 // caller must still discard what was written.
 func Stream(ctx context.Context, cli *clientv3.Client, endpoint string, w io.Writer, level int, p Progress) (Result, error) {
-	gzOut := newCountingHash(w)
-	gz, err := pgzip.NewWriterLevel(gzOut, level)
+	enc, err := newEncoder(w, level, p)
 	if err != nil {
-		return Result{}, fmt.Errorf("snapshot: gzip level %d: %w", level, err)
+		return Result{}, err
 	}
-	// Compress blocks on every core while the next ones arrive from etcd:
-	// gzip is the slowest stage, and one core cannot keep up with the RPC.
-	// Memory stays bounded at about 2 x gzipBlocks x gzipBlock.
-	if err := gz.SetConcurrency(gzipBlock, gzipBlocks()); err != nil {
-		return Result{}, fmt.Errorf("snapshot: gzip: %w", err)
-	}
+	defer enc.abandon()
 	// Cancelling on return also ends the RPC stream if we stop reading early.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -99,40 +94,14 @@ func Stream(ctx context.Context, cli *clientv3.Client, endpoint string, w io.Wri
 	}
 	defer resp.Snapshot.Close()
 
-	// On failure the gzip stream must stay unfinished (no trailer: nobody
-	// may take it for a backup), yet every block pgzip is still compressing
-	// must be written before Stream returns, or it lands in w after the
-	// caller has moved on. Flush waits for them and writes no trailer.
-	finished := false
-	defer func() {
-		if !finished {
-			_ = gz.Flush()
-		}
-	}()
-	raw := newRawCheck()
-	if err := pump(resp.Snapshot, raw, gz, gzOut, p); err != nil {
+	if err := enc.pump(resp.Snapshot); err != nil {
 		return Result{}, fmt.Errorf("snapshot: etcd endpoint %s: %w", endpoint, err)
 	}
-	if err := raw.verify(); err != nil {
+	res, err := enc.finish()
+	if err != nil {
 		return Result{}, fmt.Errorf("snapshot: etcd endpoint %s: %w", endpoint, err)
 	}
-	// Only now is the gzip stream finished: everything before was checked.
-	finished = true
-	if err := gz.Close(); err != nil {
-		return Result{}, fmt.Errorf("snapshot: write: %w", err)
-	}
-	if p != nil {
-		p(raw.n, gzOut.n.Load())
-	}
-
-	res := Result{
-		Revision:    st.Header.GetRevision(),
-		EtcdVersion: st.Version,
-		RawBytes:    raw.n,
-		RawSHA256:   raw.sum(),
-		GzipBytes:   gzOut.n.Load(),
-		GzipSHA256:  gzOut.sum(),
-	}
+	res.Revision, res.EtcdVersion = st.Header.GetRevision(), st.Version
 	// Servers that fill the stream's header know the exact revision.
 	if resp.Header != nil && resp.Header.Revision > 0 {
 		res.Revision = resp.Header.Revision
@@ -140,30 +109,92 @@ func Stream(ctx context.Context, cli *clientv3.Client, endpoint string, w io.Wri
 	return res, nil
 }
 
-// pump copies the raw snapshot from r into raw and gz with one fixed buffer,
-// telling p about every progressEvery raw bytes.
-func pump(r io.Reader, raw *rawCheck, gz io.Writer, gzOut *countingHash, p Progress) error {
-	sink := io.MultiWriter(raw, gz)
+// encoder is what Stream and StreamFile share: it compresses a raw
+// snapshot (database and sha256 trailer) into w, counting and hashing both
+// sides and checking the trailer on the way, and finishes the gzip stream
+// only when the trailer checked.
+type encoder struct {
+	gzOut    *countingHash
+	gz       *pgzip.Writer
+	raw      *rawCheck
+	p        Progress
+	started  bool // pump was called: pgzip may have written to w
+	finished bool
+}
+
+func newEncoder(w io.Writer, level int, p Progress) (*encoder, error) {
+	gzOut := newCountingHash(w)
+	gz, err := pgzip.NewWriterLevel(gzOut, level)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: gzip level %d: %w", level, err)
+	}
+	// Compress blocks on every core while the next ones arrive from etcd:
+	// gzip is the slowest stage, and one core cannot keep up with the RPC.
+	// Memory stays bounded at about 2 x gzipBlocks x gzipBlock.
+	if err := gz.SetConcurrency(gzipBlock, gzipBlocks()); err != nil {
+		return nil, fmt.Errorf("snapshot: gzip: %w", err)
+	}
+	return &encoder{gzOut: gzOut, gz: gz, raw: newRawCheck(), p: p}, nil
+}
+
+// abandon, deferred by the encoder's user, leaves an unfinished gzip
+// stream unfinished. On failure the stream must stay without its end (no
+// trailer: nobody may take it for a backup), yet every block pgzip is
+// still compressing must be written before the caller returns, or it lands
+// in w after the caller has moved on. Flush waits for them and writes no
+// trailer. Before the first pump nothing was written, and nothing is.
+func (e *encoder) abandon() {
+	if e.started && !e.finished {
+		_ = e.gz.Flush()
+	}
+}
+
+// pump copies raw snapshot bytes from r into the check and gzip with one
+// fixed buffer, telling p about every progressEvery raw bytes.
+func (e *encoder) pump(r io.Reader) error {
+	e.started = true
+	sink := io.MultiWriter(e.raw, e.gz)
 	buf := make([]byte, bufSize)
-	next := int64(progressEvery)
+	next := (e.raw.n/progressEvery + 1) * progressEvery
 	for {
 		n, rerr := r.Read(buf)
 		if n > 0 {
 			if _, err := sink.Write(buf[:n]); err != nil {
 				return fmt.Errorf("write: %w", err)
 			}
-			if p != nil && raw.n >= next {
-				p(raw.n, gzOut.n.Load())
-				next = raw.n + progressEvery
+			if e.p != nil && e.raw.n >= next {
+				e.p(e.raw.n, e.gzOut.n.Load())
+				next = e.raw.n + progressEvery
 			}
 		}
 		if errors.Is(rerr, io.EOF) {
 			return nil
 		}
 		if rerr != nil {
-			return fmt.Errorf("read after %d bytes: %w", raw.n, rerr)
+			return fmt.Errorf("read after %d bytes: %w", e.raw.n, rerr)
 		}
 	}
+}
+
+// finish checks the trailer of what was pumped and only then finishes the
+// gzip stream. The Result has the sizes and hashes.
+func (e *encoder) finish() (Result, error) {
+	if err := e.raw.verify(); err != nil {
+		return Result{}, err
+	}
+	e.finished = true
+	if err := e.gz.Close(); err != nil {
+		return Result{}, fmt.Errorf("write: %w", err)
+	}
+	if e.p != nil {
+		e.p(e.raw.n, e.gzOut.n.Load())
+	}
+	return Result{
+		RawBytes:   e.raw.n,
+		RawSHA256:  e.raw.sum(),
+		GzipBytes:  e.gzOut.n.Load(),
+		GzipSHA256: e.gzOut.sum(),
+	}, nil
 }
 
 // gzipBlock is the unit pgzip compresses in parallel.

@@ -58,3 +58,15 @@ func (t *rawCheck) verify() error {
 	}
 	return nil
 }
+
+// trailer is the sha256 of every byte written so far, which is what must
+// follow them for the stream to end with a correct trailer: a database
+// file written so far, trailer to come. Writing more stays possible.
+func (t *rawCheck) trailer() ([]byte, error) {
+	c, err := t.h.(hash.Cloner).Clone()
+	if err != nil {
+		return nil, err
+	}
+	c.Write(t.tail[:t.held])
+	return c.Sum(nil), nil
+}
