@@ -251,6 +251,9 @@ type PointInTimeFacts struct {
 	Revision     int64     `json:"revision"`
 	Observed     time.Time `json:"observed,omitzero"` // when kopsdr observed Revision
 	Txns         int       `json:"txns"`
+	// LoweredTo: the database's storage and cluster versions were lowered
+	// to this etcd version (the base's) after replay on kopsdr's etcd.
+	LoweredTo string `json:"loweredTo,omitempty"`
 }
 
 // FinalizeBackup reads the uploaded object back, checks it (gzip, the

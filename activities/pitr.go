@@ -375,6 +375,9 @@ type MakeSnapshotResult struct {
 	BaseBackup   string       `json:"baseBackup"`
 	BaseRevision int64        `json:"baseRevision"`
 	Txns         int          `json:"txns"`
+	// LoweredTo is the etcd version the made database was marked down to
+	// (the base's), so the base's etcd restores it; empty when unchanged.
+	LoweredTo string `json:"loweredTo,omitempty"`
 }
 
 // MakeProgress is the heartbeat detail of MakeSnapshot.
@@ -472,7 +475,7 @@ func (a *PITR) makeFrom(ctx context.Context, backups, changes backupstore.Store,
 	if meta.ClusterSpec != nil && meta.ClusterSpec.MemberCount > 0 {
 		up.MemberCount = meta.ClusterSpec.MemberCount
 	}
-	return MakeSnapshotResult{Upload: up, BaseBackup: base, BaseRevision: res.BaseRevision, Txns: res.Txns}, nil
+	return MakeSnapshotResult{Upload: up, BaseBackup: base, BaseRevision: res.BaseRevision, Txns: res.Txns, LoweredTo: res.OutputVersion}, nil
 }
 
 func (a *PITR) tempDir() string {

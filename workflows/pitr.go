@@ -268,7 +268,7 @@ func makeBackup(ctx workflow.Context, cluster, etcd string, stores api.PITRStore
 			WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, SSEKMSKeyID: sse, Timestamp: now,
 			PointInTime: &activities.PointInTimeFacts{
 				BaseBackup: made.BaseBackup, BaseRevision: made.BaseRevision, Chain: plan.Chain,
-				Revision: plan.Revision, Observed: plan.Observed, Txns: made.Txns,
+				Revision: plan.Revision, Observed: plan.Observed, Txns: made.Txns, LoweredTo: made.LoweredTo,
 			},
 		}).Get(ctx, nil)
 	}
