@@ -159,3 +159,17 @@ func (p *progress) rate(n int64) string {
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// size is n bytes in the unit that shows it best: change segments are
+// kilobytes where snapshots are megabytes.
+func size(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	case n < 1<<30:
+		return mib(n)
+	}
+	return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+}

@@ -134,6 +134,6 @@ func printMadeBackup(w io.Writer, r api.MakeBackupResult) {
 		fmt.Fprintf(w, " (observed by kopsdr at %s)", r.Plan.Observed.UTC().Format(time.RFC3339))
 	}
 	fmt.Fprintf(w, "\n  base backup %s at revision %d, %d transactions replayed from chain %s\n", r.BaseBackup, r.BaseRevision, r.Txns, r.Plan.Chain)
-	fmt.Fprintf(w, "  %s written in %.1fs\n", mib(r.Bytes), r.Seconds)
+	fmt.Fprintf(w, "  %s written in %.1fs\n", size(r.Bytes), r.Seconds)
 	fmt.Fprintf(w, "  restore it: kopsdr restore etcd-manager --cluster %s --etcd %s --backup %s ...\n", r.Cluster, r.EtcdCluster, r.Backup)
 }

@@ -550,7 +550,7 @@ func (v changeLogView) text(w io.Writer) {
 		if c.Ended != nil {
 			ended = c.Ended.Reason + " at " + c.Ended.At.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", c.ID, c.StartRevision, c.LastRevision, head, lag, c.Segments, mib(c.Bytes), ended)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", c.ID, c.StartRevision, c.LastRevision, head, lag, c.Segments, size(c.Bytes), ended)
 	}
 	tw.Flush()
 	for _, g := range v.Gaps {
@@ -558,9 +558,9 @@ func (v changeLogView) text(w io.Writer) {
 	}
 	rate := "per day: unknown until an hour is captured"
 	if v.BytesPerDay > 0 {
-		rate = mib(v.BytesPerDay) + " per day of capture"
+		rate = size(v.BytesPerDay) + " per day of capture"
 	}
-	fmt.Fprintf(w, "stored: %s in %d segments, %s\n", mib(v.Bytes), v.Segments, rate)
+	fmt.Fprintf(w, "stored: %s in %d segments, %s\n", size(v.Bytes), v.Segments, rate)
 	if v.Earliest != nil && v.Newest != nil {
 		fmt.Fprintf(w, "restorable: from %s to %s (gaps excepted; a point also needs a full backup at or before it)\n", v.Earliest, v.Newest)
 	} else {

@@ -222,7 +222,7 @@ func TestDescribeChangeLog(t *testing.T) {
 	v.Cluster, v.EtcdCluster, v.ChangeStore = "c.example.com", "main", "s3://b/c.example.com/backups/kopsdr-changes/main"
 	v.Temporal = captureState{WorkflowID: "pitr/c.example.com/main", Address: "127.0.0.1:7233", Error: "connection refused"}
 	v.text(&text)
-	for _, w := range []string{"gap: revisions 301 to 500", "compacted", "did not answer", "read from the store", "0.0 MiB per day", "from revision 101 to revision 700"} {
+	for _, w := range []string{"gap: revisions 301 to 500", "compacted", "did not answer", "read from the store", "7.8 KiB per day", "from revision 101 to revision 700"} {
 		require.Contains(t, text.String(), w)
 	}
 }
