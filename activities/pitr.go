@@ -470,7 +470,7 @@ func (a *PITR) makeFrom(ctx context.Context, backups, changes backupstore.Store,
 	if n != res.Snapshot.GzipBytes {
 		return MakeSnapshotResult{}, fmt.Errorf("store took %d bytes of %d", n, res.Snapshot.GzipBytes)
 	}
-	up := UploadResult{Result: res.Snapshot, Endpoint: "replay of " + chain.ID, MemberCount: 1}
+	up := UploadResult{Result: res.Snapshot, Endpoint: "replay of " + chain.ID, MemberCount: 1, Counts: res.Counts}
 	up.Revision, up.EtcdVersion = res.Revision, meta.EtcdVersion
 	if meta.ClusterSpec != nil && meta.ClusterSpec.MemberCount > 0 {
 		up.MemberCount = meta.ClusterSpec.MemberCount

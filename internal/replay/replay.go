@@ -52,6 +52,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/changelog"
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
+	"github.com/kopsdr/kopsdr/internal/drill"
 	"github.com/kopsdr/kopsdr/internal/scratchetcd"
 	"github.com/kopsdr/kopsdr/internal/snapshot"
 )
@@ -153,6 +154,9 @@ type Result struct {
 	// Snapshot is the gzip written to w: sizes and hashes, as for a backup.
 	Snapshot snapshot.Result `json:"snapshot"`
 	Timings  Timings         `json:"timings"`
+	// Counts are the keys per /registry/<resource>/ at Revision, for
+	// kopsdr.json: a drill of the made backup compares with them.
+	Counts *drill.Recorded `json:"counts,omitempty"`
 }
 
 // Make restores req.Base, replays req.Source's transactions in
@@ -272,6 +276,13 @@ func run(ctx context.Context, req Request, base *baseInfo, dir *scratchetcd.Dir,
 	if len(gone) > 0 {
 		return replayErr(req, fmt.Errorf("%d leases (%x ...) vanished from the scratch etcd during replay", len(gone), gone[0]))
 	}
+	// The key counts at exactly the target, as a backup records them, so
+	// a drill of the made backup compares instead of only reporting.
+	counts, err := drill.CountKeys(ctx, srv.Client, req.Target)
+	if err != nil {
+		return replayErr(req, cause(ctx, err))
+	}
+	res.Counts = &drill.Recorded{Revision: req.Target, Counts: counts, UpTo: req.Target}
 
 	// Stop the scratch etcd: stopping commits everything it applied to
 	// its database and closes it (EtcdServer.HardStop ends the run loop,

@@ -53,7 +53,9 @@ func TestPointInTimeCheckpoints(t *testing.T) {
 	tp := stack.StartTemporal(t)
 	t.Setenv("TMPDIR", t.TempDir())
 	w := tp.StartWorker(t)
-	s3 := s3test.StartGoFakeS3(t, bucket)
+	// versitygw, a real S3 server (capture's own tests and the README's
+	// examples run on gofakes3).
+	s3 := s3test.StartVersityGW(t, bucket)
 	s3.Setenv(t)
 	k := startKopsCluster(t, 3)
 	cli := k.main.Client(t)
