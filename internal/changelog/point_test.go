@@ -183,7 +183,7 @@ func TestRetentionKeepsWhatTheWindowNeeds(t *testing.T) {
 	// segment up to 180 goes, and the old chain as a whole.
 	require.Equal(t, []string{old.ID}, plan.Chains)
 	require.Len(t, plan.Segments, 1, "101-150 ends below b-180; 151-200 holds 181..200 that b-180 needs")
-	require.Equal(t, map[string]int64{live.ID: 151}, plan.Trims)
+	require.Equal(t, map[string]int64{live.ID: 151, old.ID: 11}, plan.Trims, "the old chain is trimmed past its end before it goes")
 
 	require.NoError(t, plan.Apply(ctx, s))
 	chains, err = changelog.ListChains(ctx, s)
@@ -213,4 +213,28 @@ func TestRetentionKeepsWhatTheWindowNeeds(t *testing.T) {
 	require.Empty(t, again.Chains)
 	require.Empty(t, again.Segments)
 	require.NoError(t, context.Cause(ctx))
+}
+
+// TestChainBeingRemovedStillReads: retention removes a whole chain in
+// steps; a listing between them must not fail (it would fail every
+// make-backup and capture that lists meanwhile).
+func TestChainBeingRemovedStillReads(t *testing.T) {
+	ctx := t.Context()
+	s := fileStore(t)
+	old := changelog.Chain{ID: changelog.NewChainID(p0, 1), StartRevision: 1, Started: p0}
+	require.NoError(t, changelog.StartChain(ctx, s, old))
+	putRun(t, s, old.ID, 1, 5, func(r int64) float64 { return float64(r) })
+	putRun(t, s, old.ID, 6, 10, func(r int64) float64 { return float64(r) })
+	require.NoError(t, changelog.EndChain(ctx, s, old.ID, changelog.End{Reason: changelog.EndCompacted, LastRevision: 10, At: sec(20)}))
+
+	// Apply's first steps: the trim past the end, then one segment gone.
+	require.NoError(t, changelog.PutTrim(ctx, s, old.ID, changelog.Trim{StartRevision: 11, At: sec(30)}))
+	chains, err := changelog.ListChains(ctx, s)
+	require.NoError(t, err)
+	require.Len(t, chains, 1)
+	require.NoError(t, s.Delete(ctx, chains[0].Superseded[0].Key))
+	chains, err = changelog.ListChains(ctx, s)
+	require.NoError(t, err, "half removed, the chain reads as an empty ended one")
+	require.Empty(t, chains[0].Segments)
+	require.EqualValues(t, 10, chains[0].LastRevision)
 }

@@ -39,6 +39,9 @@ func PlanRetention(chains []ChainState, backups []Base, window time.Duration, no
 		span := spans[indexOfSpan(spans, c.ID)]
 		if span.To.Observed.Before(p.Cutoff) && c.End != nil && i < len(chains)-1 {
 			p.Chains = append(p.Chains, c.ID)
+			// Trimmed past its end first: while its segments go, the chain
+			// still reads (empty) instead of as one with missing revisions.
+			p.trim(c.ID, c.LastRevision+1)
 			continue
 		}
 		// The newest revision surely observed before the cutoff: the last
@@ -71,10 +74,7 @@ func PlanRetention(chains []ChainState, backups []Base, window time.Duration, no
 				n++
 			} else {
 				if n > 0 {
-					if p.Trims == nil {
-						p.Trims = map[string]int64{}
-					}
-					p.Trims[c.ID] = s.First
+					p.trim(c.ID, s.First)
 				}
 				break
 			}
@@ -88,6 +88,13 @@ func PlanRetention(chains []ChainState, backups []Base, window time.Duration, no
 	return p
 }
 
+func (p *RetentionPlan) trim(chain string, start int64) {
+	if p.Trims == nil {
+		p.Trims = map[string]int64{}
+	}
+	p.Trims[chain] = start
+}
+
 func indexOfSpan(spans []Span, id string) int {
 	for i, s := range spans {
 		if s.Chain == id {
@@ -97,8 +104,9 @@ func indexOfSpan(spans []Span, id string) int {
 	return 0
 }
 
-// Apply deletes what the plan names: each trimmed chain's new start first,
-// then segments, oldest first, then
+// Apply deletes what the plan names: each trimmed chain's new start first
+// (whole chains are trimmed past their end), then segments, oldest first,
+// then
 // whole chains, each with its chain.json last so a half-deleted chain is
 // still recognised as one. A rerun after a failure deletes the rest.
 func (p RetentionPlan) Apply(ctx context.Context, s backupstore.Store) error {
@@ -120,7 +128,7 @@ func (p RetentionPlan) Apply(ctx context.Context, s backupstore.Store) error {
 		}
 		var keys []string
 		for _, o := range objs {
-			if o.Key != chainKey(id, chainFile) {
+			if o.Key != chainKey(id, chainFile) && o.Key != chainKey(id, trimFile) {
 				keys = append(keys, o.Key)
 			}
 		}
@@ -128,6 +136,12 @@ func (p RetentionPlan) Apply(ctx context.Context, s backupstore.Store) error {
 			if err := s.Delete(ctx, keys[i:min(i+1000, len(keys))]...); err != nil {
 				return err
 			}
+		}
+		// The trim, then the chain itself: with its segments gone the
+		// chain reads as empty either way, and without chain.json the
+		// folder is empty.
+		if err := s.Delete(ctx, chainKey(id, trimFile)); err != nil {
+			return err
 		}
 		if err := s.Delete(ctx, chainKey(id, chainFile)); err != nil {
 			return err

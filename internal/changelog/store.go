@@ -269,6 +269,11 @@ func ListChains(ctx context.Context, s backupstore.Store) ([]ChainState, error) 
 	var errs []error
 	for _, id := range ids {
 		st, err := loadChain(ctx, s, id, byChain[id])
+		if errors.Is(err, backupstore.ErrNotFound) {
+			// Listed, then gone before its JSON was read: retention removed
+			// the chain meanwhile. It is not part of the log any more.
+			continue
+		}
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				return nil, err // the store failed: nothing can be trusted
