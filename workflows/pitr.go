@@ -23,7 +23,24 @@ const (
 	captureTurnsPerRun = 48
 	// pruneEvery is how often retention of the change log runs.
 	pruneEvery = time.Hour
+	// chainRetryWait is the pause before a failed chain start (its full
+	// backup already retried a few times) is tried again.
+	chainRetryWait = time.Minute
 )
+
+// isFinal says an error will not go away by waiting: bad input or denied
+// access, which an operator has to fix.
+func isFinal(err error) bool {
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) {
+		return false
+	}
+	switch appErr.Type() {
+	case activities.ErrTypeInvalidInput, activities.ErrTypeAccessDenied:
+		return true
+	}
+	return false
+}
 
 // ChangeCapture records every change to one etcd cluster in the change
 // store, so that a backup can later be made at any revision or second:
@@ -97,8 +114,19 @@ func (c *captureRun) run(ctx workflow.Context) error {
 		c.chain = open.Chain
 		if c.chain == "" {
 			if err := c.startChain(ctx, open); err != nil {
-				return err
+				if isFinal(err) {
+					return err
+				}
+				// etcd or the store is down: capture must not end for that.
+				// The status says why; the next turn tries again.
+				c.status.LastError = err.Error()
+				workflow.GetLogger(ctx).Warn("starting a change chain failed; trying again", "error", err, "in", chainRetryWait)
+				if err := workflow.Sleep(ctx, chainRetryWait); err != nil {
+					return err
+				}
+				continue
 			}
+			c.status.LastError = ""
 		}
 		c.status.Step, c.status.Chain = "capture", c.chain
 		var res activities.CaptureResult
