@@ -11,7 +11,6 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 
-	"github.com/kopsdr/kopsdr/internal/storeurl"
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
 
@@ -89,13 +88,7 @@ func checkMakeBackupInput(in api.MakeBackupInput, sf storeFlags) error {
 	if err := in.Validate(); err != nil {
 		return err
 	}
-	if err := sf.checkLocal(); err != nil {
-		return err
-	}
-	if in.ChangeStore != "" {
-		return storeurl.CheckLocalParent("--change-store", in.ChangeStore)
-	}
-	return nil
+	return checkPITRStores(sf, in.ChangeStore)
 }
 
 // pointID is the point in a workflow id: the time to the second in

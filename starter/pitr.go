@@ -112,11 +112,17 @@ func checkCaptureInput(in api.ChangeCaptureInput, sf storeFlags) error {
 	if err := in.Validate(); err != nil {
 		return err
 	}
+	return checkPITRStores(sf, in.ChangeStore)
+}
+
+// checkPITRStores refuses local stores whose parent folder is missing:
+// the backup store's and the change store's.
+func checkPITRStores(sf storeFlags, changeStore string) error {
 	if err := sf.checkLocal(); err != nil {
 		return err
 	}
-	if in.ChangeStore != "" {
-		return storeurl.CheckLocalParent("--change-store", in.ChangeStore)
+	if changeStore != "" {
+		return storeurl.CheckLocalParent("--change-store", changeStore)
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/backupstore"
 	"github.com/kopsdr/kopsdr/internal/drill"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
+	"github.com/kopsdr/kopsdr/test/backuptest"
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 )
 
@@ -74,21 +75,8 @@ func fillKubernetes(t testing.TB, cli *clientv3.Client, skip ...string) {
 const totalKeys = 4 + 1 + pods + configMaps
 
 func backUp(t testing.TB, c *etcdtest.Cluster, cli *clientv3.Client) *fixture {
-	ctx := testCtx(t)
-	url := "file://" + t.TempDir() + "/c.example.com/backups/etcd/main"
-	store, err := backupstore.Open(ctx, url, backupstore.Options{})
-	require.NoError(t, err)
-	a := &activities.Backup{}
-	now := time.Now().UTC()
-	prep, err := a.PrepareBackup(ctx, activities.PrepareInput{Store: url, Now: now})
-	require.NoError(t, err)
-	up, err := a.UploadSnapshot(ctx, activities.UploadInput{Store: url, Name: prep.Name, Etcd: c.ConnConfig()})
-	require.NoError(t, err)
-	facts, err := a.FinalizeBackup(ctx, activities.FinalizeInput{
-		Store: url, Name: prep.Name, Upload: up, MemberCount: up.MemberCount, Timestamp: now,
-	})
-	require.NoError(t, err)
-	return &fixture{cli: cli, store: store, url: url, backup: prep.Name, facts: facts}
+	b := backuptest.Take(testCtx(t), t, c)
+	return &fixture{cli: cli, store: b.Store, url: b.URL, backup: b.Name, facts: b.Facts}
 }
 
 func TestGoodBackupPasses(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/changelog"
 	"github.com/kopsdr/kopsdr/internal/replay"
 	"github.com/kopsdr/kopsdr/internal/snapshot"
+	"github.com/kopsdr/kopsdr/test/backuptest"
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 )
 
@@ -34,21 +35,8 @@ type base struct {
 }
 
 func backUp(t testing.TB, c *etcdtest.Cluster, cli *clientv3.Client) *base {
-	ctx := testCtx(t)
-	url := "file://" + t.TempDir() + "/c.example.com/backups/etcd/main"
-	store, err := backupstore.Open(ctx, url, backupstore.Options{})
-	require.NoError(t, err)
-	a := &activities.Backup{}
-	now := time.Now().UTC()
-	prep, err := a.PrepareBackup(ctx, activities.PrepareInput{Store: url, Now: now})
-	require.NoError(t, err)
-	up, err := a.UploadSnapshot(ctx, activities.UploadInput{Store: url, Name: prep.Name, Etcd: c.ConnConfig()})
-	require.NoError(t, err)
-	facts, err := a.FinalizeBackup(ctx, activities.FinalizeInput{
-		Store: url, Name: prep.Name, Upload: up, MemberCount: up.MemberCount, Timestamp: now,
-	})
-	require.NoError(t, err)
-	return &base{cluster: c, cli: cli, store: store, backup: prep.Name, facts: facts}
+	b := backuptest.Take(testCtx(t), t, c)
+	return &base{cluster: c, cli: cli, store: b.Store, backup: b.Name, facts: b.Facts}
 }
 
 // recorder captures every change after a revision with a real watch, as
