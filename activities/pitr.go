@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
@@ -275,16 +276,7 @@ func (a *PITR) ResolvePoint(ctx context.Context, in ResolvePointInput) (api.Poin
 	if err != nil {
 		return api.PointPlan{}, err
 	}
-	chains, err := changelog.ListChains(ctx, changes)
-	if err != nil {
-		return api.PointPlan{}, storeErr(in.ChangeStore, err)
-	}
-	var p changelog.Point
-	if in.Revision != 0 {
-		p, err = changelog.ResolveRevision(ctx, changes, chains, in.Revision)
-	} else {
-		p, err = changelog.ResolveTime(ctx, changes, chains, in.At, in.Now)
-	}
+	chains, p, err := resolve(ctx, changes, in)
 	var nr *changelog.NotRestorable
 	switch {
 	case errors.As(err, &nr):
@@ -321,6 +313,45 @@ func (a *PITR) ResolvePoint(ctx context.Context, in ResolvePointInput) (api.Poin
 		plan.Description += fmt.Sprintf(", the last revision kopsdr observed by %s", p.Observed.UTC().Format(time.RFC3339))
 	}
 	return plan, nil
+}
+
+// waitAhead is how long ResolvePoint waits for capture to reach a point it
+// has not observed yet: a segment every 5 s and a head every 10 s put a
+// point a few seconds old just past what the store shows.
+const waitAhead = time.Minute
+
+// resolve reads the change log and resolves the point in it; a point just
+// ahead of an open chain is waited for, up to waitAhead after the point.
+func resolve(ctx context.Context, changes backupstore.Store, in ResolvePointInput) ([]changelog.ChainState, changelog.Point, error) {
+	for {
+		chains, err := changelog.ListChains(ctx, changes)
+		if err != nil {
+			return nil, changelog.Point{}, err
+		}
+		var p changelog.Point
+		if in.Revision != 0 {
+			p, err = changelog.ResolveRevision(ctx, changes, chains, in.Revision)
+		} else {
+			p, err = changelog.ResolveTime(ctx, changes, chains, in.At, in.Now)
+		}
+		var nr *changelog.NotRestorable
+		if !errors.As(err, &nr) || !nr.Ahead || !waitable(in) {
+			return chains, p, err
+		}
+		activity.RecordHeartbeat(ctx, "waiting for capture to reach "+nr.Value)
+		select {
+		case <-ctx.Done():
+			return nil, changelog.Point{}, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// waitable: a time within waitAhead of now, which capture is seconds from
+// observing. A revision ahead of capture is refused at once, naming the
+// newest captured one: nothing says how far ahead of etcd it is.
+func waitable(in ResolvePointInput) bool {
+	return in.Revision == 0 && time.Since(in.At) < waitAhead
 }
 
 // listBases reads the revision of every kopsdr backup taken since a time

@@ -77,6 +77,9 @@ type NotRestorable struct {
 	Value   string
 	Reason  string
 	Nearest []Point
+	// Ahead says the point is after what an open chain has observed so
+	// far: capture may reach it within seconds.
+	Ahead bool
 }
 
 func (e *NotRestorable) Error() string {
@@ -111,13 +114,14 @@ func ResolveRevision(ctx context.Context, s backupstore.Store, chains []ChainSta
 		}
 		if rev <= sp.From.Revision {
 			if i == 0 {
-				return Point{}, &NotRestorable{field, val, "is before the earliest captured change (changes older than the window are deleted)", []Point{firstPoint(sp)}}
+				return Point{}, &NotRestorable{Field: field, Value: val, Reason: "is before the earliest captured change (changes older than the window are deleted)", Nearest: []Point{firstPoint(sp)}}
 			}
 			return Point{}, gapError(field, val, spans[i-1], sp)
 		}
 	}
 	last := spans[len(spans)-1]
-	return Point{}, &NotRestorable{field, val, "has not been captured: the newest captured revision is " + fmt.Sprint(last.To.Revision), []Point{last.To}}
+	return Point{}, &NotRestorable{Field: field, Value: val, Reason: "has not been captured: the newest captured revision is " + fmt.Sprint(last.To.Revision),
+		Nearest: []Point{last.To}, Ahead: last.End == nil}
 }
 
 // ResolveTime maps t to the last revision kopsdr had observed by then. It
@@ -130,12 +134,12 @@ func ResolveTime(ctx context.Context, s backupstore.Store, chains []ChainState, 
 		return Point{}, ErrNothingCaptured
 	}
 	if t.After(now) {
-		return Point{}, &NotRestorable{field, val, "is in the future (now is " + now.UTC().Format(time.RFC3339) + ")", []Point{spans[len(spans)-1].To}}
+		return Point{}, &NotRestorable{Field: field, Value: val, Reason: "is in the future (now is " + now.UTC().Format(time.RFC3339) + ")", Nearest: []Point{spans[len(spans)-1].To}}
 	}
 	for i, sp := range spans {
 		if t.Before(sp.From.Observed) {
 			if i == 0 {
-				return Point{}, &NotRestorable{field, val, "is before the earliest captured change (changes older than the window are deleted)", []Point{firstPoint(sp)}}
+				return Point{}, &NotRestorable{Field: field, Value: val, Reason: "is before the earliest captured change (changes older than the window are deleted)", Nearest: []Point{firstPoint(sp)}}
 			}
 			return Point{}, gapError(field, val, spans[i-1], sp)
 		}
@@ -145,11 +149,12 @@ func ResolveTime(ctx context.Context, s backupstore.Store, chains []ChainState, 
 		return lastObservedBy(ctx, s, chainByID(chains, sp.Chain), t)
 	}
 	last := spans[len(spans)-1]
-	reason := "is after the newest observation kopsdr holds (" + last.To.Observed.UTC().Format(time.RFC3339) + "): capture is behind or stopped, so changes made since may be missing"
 	if last.End != nil {
-		reason = "is after capture stopped (" + last.End.Reason + " at " + last.End.At.UTC().Format(time.RFC3339) + ")"
+		reason := "is after capture stopped (" + last.End.Reason + " at " + last.End.At.UTC().Format(time.RFC3339) + ")"
+		return Point{}, &NotRestorable{Field: field, Value: val, Reason: reason, Nearest: []Point{last.To}}
 	}
-	return Point{}, &NotRestorable{field, val, reason, []Point{last.To}}
+	reason := "is after the newest observation kopsdr holds (" + last.To.Observed.UTC().Format(time.RFC3339) + "): capture is behind or stopped, so changes made since may be missing"
+	return Point{}, &NotRestorable{Field: field, Value: val, Reason: reason, Nearest: []Point{last.To}, Ahead: true}
 }
 
 // lastObservedBy finds, in one chain that spans t, the newest revision
@@ -176,9 +181,9 @@ func lastObservedBy(ctx context.Context, s backupstore.Store, c ChainState, t ti
 		break
 	}
 	if p.Revision < c.first() {
-		return Point{}, &NotRestorable{"at", t.UTC().Format(time.RFC3339Nano),
-			"is before the first change of chain " + c.ID + ", which starts from a full backup whose exact revision is only known once it is restored; restore that backup itself, or choose a later time",
-			[]Point{{Chain: c.ID, Revision: c.first()}}}
+		return Point{}, &NotRestorable{Field: "at", Value: t.UTC().Format(time.RFC3339Nano),
+			Reason:  "is before the first change of chain " + c.ID + ", which starts from a full backup whose exact revision is only known once it is restored; restore that backup itself, or choose a later time",
+			Nearest: []Point{{Chain: c.ID, Revision: c.first()}}}
 	}
 	return p, nil
 }
@@ -216,7 +221,7 @@ func gapError(field, val string, before, after Span) error {
 		}
 		reason += ")"
 	}
-	return &NotRestorable{field, val, reason, []Point{before.To, firstPoint(after)}}
+	return &NotRestorable{Field: field, Value: val, Reason: reason, Nearest: []Point{before.To, firstPoint(after)}}
 }
 
 // firstPoint is the first point a span can restore to: its first change.
