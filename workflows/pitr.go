@@ -127,6 +127,8 @@ func (c *captureRun) run(ctx workflow.Context) error {
 				continue
 			}
 			c.status.LastError = ""
+		} else if turn == 0 && workflow.GetInfo(ctx).ContinuedExecutionRunID != "" {
+			c.dailyBase(ctx)
 		}
 		c.status.Step, c.status.Chain = "capture", c.chain
 		var res activities.CaptureResult
@@ -174,12 +176,7 @@ func (c *captureRun) startChain(ctx workflow.Context, open activities.OpenChainR
 		WorkflowID: id + "/backup/" + now.Format("20060102T150405Z"),
 	})
 	var b api.EtcdBackupResult
-	err := workflow.ExecuteChildWorkflow(cctx, EtcdBackup, api.EtcdBackupInput{
-		Cluster: c.in.Cluster, EtcdCluster: c.in.Etcd(), StateStore: c.in.StateStore, BackupStore: c.in.BackupStore,
-		Endpoints: c.in.Endpoints,
-		BackupOptions: api.BackupOptions{CACert: c.in.CACert, Cert: c.in.Cert, Key: c.in.Key, SSEKMSKeyID: c.in.SSEKMSKeyID,
-			NoPrune: true}, // etcd-manager and the backup schedule prune; a capture restart must not
-	}).Get(ctx, &b)
+	err := workflow.ExecuteChildWorkflow(cctx, EtcdBackup, c.backupInput()).Get(ctx, &b)
 	if err != nil {
 		return fmt.Errorf("full backup to start a change chain: %w", err)
 	}
@@ -197,6 +194,37 @@ func (c *captureRun) startChain(ctx workflow.Context, open activities.OpenChainR
 		})
 	}
 	return nil
+}
+
+// dailyBase takes a full backup at the start of each continued run, that
+// is once a day, while the chain goes on: a base near every point, so a
+// make-backup replays at most about a day of changes, and retention can
+// drop the changes before it (etcd-manager's own backups record no
+// revision and cannot serve). A failure only costs that; capture goes on.
+func (c *captureRun) dailyBase(ctx workflow.Context) {
+	if workflow.GetVersion(ctx, "dailyBase", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return
+	}
+	c.status.Step = "backup"
+	id := workflow.GetInfo(ctx).WorkflowExecution.ID
+	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+		WorkflowID: id + "/backup/" + workflow.Now(ctx).UTC().Format("20060102T150405Z"),
+	})
+	err := workflow.ExecuteChildWorkflow(cctx, EtcdBackup, c.backupInput()).Get(ctx, nil)
+	if err != nil {
+		c.status.LastError = "daily full backup: " + err.Error()
+		workflow.GetLogger(ctx).Warn("daily full backup failed; capture goes on", "error", err)
+	}
+}
+
+// backupInput is the full backup a chain starts from, or a daily base.
+func (c *captureRun) backupInput() api.EtcdBackupInput {
+	return api.EtcdBackupInput{
+		Cluster: c.in.Cluster, EtcdCluster: c.in.Etcd(), StateStore: c.in.StateStore, BackupStore: c.in.BackupStore,
+		Endpoints: c.in.Endpoints,
+		BackupOptions: api.BackupOptions{CACert: c.in.CACert, Cert: c.in.Cert, Key: c.in.Key, SSEKMSKeyID: c.in.SSEKMSKeyID,
+			NoPrune: true}, // etcd-manager and the backup schedule prune; a capture restart must not
+	}
 }
 
 // end records that capture was disabled, in a context that survives the
