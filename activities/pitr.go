@@ -229,11 +229,7 @@ type PruneChangesInput struct {
 // PruneChanges removes the changes no point inside the window needs. It
 // never removes what a kept full backup needs to reach such a point.
 func (a *PITR) PruneChanges(ctx context.Context, in PruneChangesInput) (changelog.RetentionPlan, error) {
-	changes, err := openStore(ctx, in.ChangeStore)
-	if err != nil {
-		return changelog.RetentionPlan{}, err
-	}
-	backups, err := openStore(ctx, in.BackupStore)
+	backups, changes, err := openBoth(ctx, in.BackupStore, in.ChangeStore)
 	if err != nil {
 		return changelog.RetentionPlan{}, err
 	}
@@ -268,11 +264,7 @@ type ResolvePointInput struct {
 // make it. A point the log cannot reach is refused, not retried, naming
 // the nearest points it can.
 func (a *PITR) ResolvePoint(ctx context.Context, in ResolvePointInput) (api.PointPlan, error) {
-	changes, err := openStore(ctx, in.ChangeStore)
-	if err != nil {
-		return api.PointPlan{}, err
-	}
-	backups, err := openStore(ctx, in.BackupStore)
+	backups, changes, err := openBoth(ctx, in.BackupStore, in.ChangeStore)
 	if err != nil {
 		return api.PointPlan{}, err
 	}
@@ -354,6 +346,17 @@ func waitable(in ResolvePointInput) bool {
 	return in.Revision == 0 && time.Since(in.At) < waitAhead
 }
 
+// openBoth opens the backup store and the change store.
+func openBoth(ctx context.Context, backupStore, changeStore string) (backups, changes backupstore.Store, err error) {
+	if backups, err = openStore(ctx, backupStore); err != nil {
+		return nil, nil, err
+	}
+	if changes, err = openStore(ctx, changeStore); err != nil {
+		return nil, nil, err
+	}
+	return backups, changes, nil
+}
+
 // listBases reads the revision of every kopsdr backup taken since a time
 // (names are times; etcd-manager's own backups record no revision).
 func listBases(ctx context.Context, store backupstore.Store, since time.Time) ([]changelog.Base, error) {
@@ -423,11 +426,7 @@ type MakeProgress struct {
 // <name>/etcd.backup.gz. A base whose snapshot turns out newer than the
 // point is skipped for the next. A retry starts over under the same name.
 func (a *PITR) MakeSnapshot(ctx context.Context, in MakeSnapshotInput) (MakeSnapshotResult, error) {
-	backups, err := openStore(ctx, in.BackupStore)
-	if err != nil {
-		return MakeSnapshotResult{}, err
-	}
-	changes, err := openStore(ctx, in.ChangeStore)
+	backups, changes, err := openBoth(ctx, in.BackupStore, in.ChangeStore)
 	if err != nil {
 		return MakeSnapshotResult{}, err
 	}
