@@ -43,6 +43,7 @@ func newCommand() *cobra.Command {
 		uiPort      int
 		logLevel    string
 		metricsAddr string
+		maxActs     int
 	)
 	cmd := &cobra.Command{
 		Use:   "kopsdr-worker",
@@ -63,6 +64,12 @@ KOPSDR_LOCAL_ONLY=0 lifts that.
 (temporal_*) and kopsdr's backup, restore and drill metrics (kopsdr_*), labelled by cluster
 and etcd; deploy/prometheus/kopsdr-rules.yml holds alerts on them.
 
+Several workers may share one Temporal namespace and task queue: each takes activities as it
+has room, and an activity whose worker dies is retried by another once its heartbeat or
+start-to-close timeout passes. --max-concurrent-activities bounds how many activities one
+worker runs at once (each backup streams one snapshot through gzip; 0 keeps the Temporal SDK's
+default, 1000).
+
 Restore drills restore backups into a throwaway etcd in the temp dir (TMPDIR, default /tmp),
 which needs about twice the largest snapshot free.
 
@@ -74,6 +81,9 @@ logs the command when they are missing).`,
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			var level slog.Level
+			if maxActs < 0 {
+				return fmt.Errorf("--max-concurrent-activities %d: give 0 (the SDK's default) or more", maxActs)
+			}
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
 			}
@@ -113,7 +123,7 @@ logs the command when they are missing).`,
 			}
 			defer c.Close()
 			workflows.SetSearchAttributesRegistered(searchAttrsUsable(ctx, c, conn.Namespace, logger))
-			var wo worker.Options
+			wo := worker.Options{MaxConcurrentActivityExecutionSize: maxActs}
 			if m != nil {
 				wo.Interceptors = append(wo.Interceptors, activities.NewMetricsInterceptor(m))
 				refresh := &metrics.Refresher{Metrics: m, Targets: m.ScheduleTargets(c.ScheduleClient()), Logger: logger}
@@ -146,6 +156,7 @@ logs the command when they are missing).`,
 	cmd.Flags().IntVar(&devPort, "dev-port", 7233, "with --dev: Temporal frontend port on 127.0.0.1")
 	cmd.Flags().IntVar(&uiPort, "ui-port", 8233, "with --dev: Web UI port on 127.0.0.1 (-1 disables the UI)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().IntVar(&maxActs, "max-concurrent-activities", 0, "activities this worker runs at once (0: the Temporal SDK's default, 1000)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-address", "", "serve Prometheus metrics on http://HOST:PORT/metrics (e.g. 127.0.0.1:9464; empty: none)")
 	return cmd
 }
