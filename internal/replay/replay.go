@@ -50,9 +50,9 @@ import (
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
 	"github.com/kopsdr/kopsdr/internal/changelog"
+	"github.com/kopsdr/kopsdr/internal/drill"
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
-	"github.com/kopsdr/kopsdr/internal/drill"
 	"github.com/kopsdr/kopsdr/internal/scratchetcd"
 	"github.com/kopsdr/kopsdr/internal/snapshot"
 )
