@@ -57,6 +57,10 @@ func TestPointInputs(t *testing.T) {
 	if err := r.Validate(); err != nil {
 		t.Errorf("a restore to a point: %v", err)
 	}
+	r.At, r.Main.ChangeStore = "", "s3://bkt/changes"
+	if err := r.Validate(); err == nil || !strings.Contains(err.Error(), "main.changeStore") {
+		t.Errorf("a change store without a point: %v", err)
+	}
 	c := ChangeCaptureInput{Cluster: "c.example.com", StateStore: "s3://bkt", Endpoints: []string{"https://10.0.1.10:4001"}, Interval: "2m"}
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "interval") {
 		t.Errorf("an interval over a minute: %v", err)

@@ -344,6 +344,11 @@ func (in EtcdManagerRestoreInput) ChangeStore(etcdCluster string) (string, error
 
 func (in EtcdManagerRestoreInput) validatePoint(ecs []string) error {
 	if !in.PointInTime() {
+		for _, ec := range EtcdClusters {
+			if cs := in.Target(ec).ChangeStore; cs != "" {
+				return invalid(ec+".changeStore", cs, "a change store is read only for a restore to a point: give at or revision, or drop it")
+			}
+		}
 		return nil
 	}
 	if _, err := CheckPoint("at", in.At, "revision", in.Revision); err != nil {
