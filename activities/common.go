@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,6 +100,15 @@ func healthyEndpoint(ctx context.Context, cli *clientv3.Client, endpoints []stri
 	}
 	return "", temporal.NewApplicationErrorWithCause(
 		fmt.Sprintf("no etcd endpoint answers (%v): %v", endpoints, last), ErrTypeEtcdUnreachable, last)
+}
+
+// scratchRoot is the folder an activity's scratch dirs go in: the worker's
+// setting, else the temp dir (TMPDIR).
+func scratchRoot(dir string) string {
+	if dir != "" {
+		return dir
+	}
+	return os.TempDir()
 }
 
 // progressCounter is updated from the data path and read by the heartbeat.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -103,10 +102,7 @@ type DrillProgress struct {
 // starts over in a fresh scratch dir; what a killed attempt left is
 // removed first.
 func (a *Drill) RunDrill(ctx context.Context, in RunDrillInput) (api.DrillOutcome, error) {
-	tmp := a.TempDir
-	if tmp == "" {
-		tmp = os.TempDir()
-	}
+	tmp := scratchRoot(a.TempDir)
 	if removed, err := drill.CleanStale(tmp, staleScratchAge); len(removed) > 0 || err != nil {
 		logger(ctx).Info("drill: removed scratch dirs of earlier drills", "dirs", removed, "error", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -438,7 +437,7 @@ func (a *PITR) MakeSnapshot(ctx context.Context, in MakeSnapshotInput) (MakeSnap
 	stop := heartbeatProgress(ctx, 5*time.Second, prog)
 	defer stop()
 	// What replays of a worker killed mid-way left behind.
-	if removed, err := scratchetcd.CleanStale(a.tempDir(), replay.ScratchPrefix, staleScratchAge); len(removed) > 0 || err != nil {
+	if removed, err := scratchetcd.CleanStale(scratchRoot(a.TempDir), replay.ScratchPrefix, staleScratchAge); len(removed) > 0 || err != nil {
 		logger(ctx).Info("make-backup: removed stale scratch dirs", "removed", removed, "error", err)
 	}
 
@@ -481,7 +480,7 @@ func (a *PITR) makeFrom(ctx context.Context, backups, changes backupstore.Store,
 		Base:    base,
 		Source:  ChainSource{Store: changes, Chain: chain},
 		Target:  in.Plan.Revision,
-		TempDir: a.tempDir(),
+		TempDir: scratchRoot(a.TempDir),
 		Progress: func(stage string, n int64) {
 			prog.set(MakeProgress{Base: base, Stage: stage, N: n})
 		},
@@ -506,13 +505,6 @@ func (a *PITR) makeFrom(ctx context.Context, backups, changes backupstore.Store,
 		up.MemberCount = meta.ClusterSpec.MemberCount
 	}
 	return MakeSnapshotResult{Upload: up, BaseBackup: base, BaseRevision: res.BaseRevision, Txns: res.Txns, LoweredTo: res.OutputVersion}, nil
-}
-
-func (a *PITR) tempDir() string {
-	if a.TempDir != "" {
-		return a.TempDir
-	}
-	return os.TempDir()
 }
 
 // ChainSource feeds replay the txns of one chain, reading only the
