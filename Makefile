@@ -46,8 +46,16 @@ test: tools rules-check ## Run every test against real Temporal, etcd, S3 and Do
 test-short: ## Unit tests only, with -race
 	$(GO) test -race -short $(UNIT_PKGS)
 
-bench: ## Backup benchmark: streaming vs sequential, time ratio and peak memory at two sizes
-	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./test/bench
+# `make bench` results: every benchmark appends rows here, printed as one table at the end.
+BENCH_RESULTS ?= $(CURDIR)/$(BIN)/bench-results.jsonl
+# BENCH_8G=1 adds the 8 GB database to the large-database rows (about 10 more minutes).
+BENCH_8G ?=
+
+bench: tools ## Print one table: backup vs bare snapshot vs by hand, large databases, a 1000-cluster fleet, three workers
+	@mkdir -p $(BIN) && rm -f $(BENCH_RESULTS)
+	KOPSDR_BENCH_RESULTS=$(BENCH_RESULTS) KOPSDR_BENCH_8G=$(BENCH_8G) $(GO) test -run '^$$' -bench . -benchtime 3x -timeout 120m ./test/bench
+	KOPSDR_BENCH_RESULTS=$(BENCH_RESULTS) $(GO) test -run '^TestWorkersShareAndSurviveAKill$$' -bench 'Fleet' -benchtime 1x -timeout 60m ./test/e2e
+	@$(GO) run ./test/benchtable/print $(BENCH_RESULTS)
 
 PROMTOOL ?= promtool
 RULES    := deploy/prometheus
