@@ -118,7 +118,22 @@ func runChild(b *testing.B, mode string, etcd *etcdtest.Cluster, s3 *s3test.Serv
 	return res
 }
 
-// child performs one backup and prints a result as JSON.
+// childEnv is what a child is given: the etcd to back up, the store URL
+// to write to, and a scratch directory.
+type childEnv struct {
+	Etcd  etcdconn.Config
+	Store string
+	Tmp   string
+}
+
+// modes are what a child can measure, by KOPSDR_BENCH_CHILD; each file of
+// this package registers its own in init.
+var modes = map[string]func(context.Context, childEnv) (result, error){
+	"stream":     func(ctx context.Context, e childEnv) (result, error) { return streamBackup(ctx, e.Etcd, e.Store) },
+	"sequential": func(ctx context.Context, e childEnv) (result, error) { return sequentialBackup(ctx, e.Etcd, e.Store, e.Tmp) },
+}
+
+// child performs one measured step and prints a result as JSON.
 func child() int {
 	mode := os.Getenv("KOPSDR_BENCH_CHILD")
 	var cfg etcdconn.Config
@@ -139,13 +154,12 @@ func child() int {
 	ctx := context.Background()
 	stopSampling := sampleHeap()
 	start := time.Now()
-	var res result
-	var err error
-	if mode == "stream" {
-		res, err = streamBackup(ctx, cfg, store)
-	} else {
-		res, err = sequentialBackup(ctx, cfg, store, os.Getenv("KOPSDR_BENCH_TMP"))
+	run, ok := modes[mode]
+	if !ok {
+		fmt.Fprintln(os.Stderr, "unknown mode", mode)
+		return 2
 	}
+	res, err := run(ctx, childEnv{Etcd: cfg, Store: store, Tmp: os.Getenv("KOPSDR_BENCH_TMP")})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, mode, err)
 		return 1
