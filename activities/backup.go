@@ -9,7 +9,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/kopsdr/kopsdr/internal/backupstore"
@@ -19,6 +18,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/kopsspec"
 	"github.com/kopsdr/kopsdr/internal/snapshot"
 	"github.com/kopsdr/kopsdr/internal/storeurl"
+	"github.com/kopsdr/kopsdr/workflows/api"
 )
 
 // Backup holds the activities that take one etcd-manager-format backup. They
@@ -70,13 +70,17 @@ func (a *Backup) PrepareBackup(ctx context.Context, in PrepareInput) (PrepareRes
 	return PrepareResult{Name: etcdmanager.BackupName(in.Now, seq)}, nil
 }
 
+// DefaultCompressionLevel is the gzip level of a backup whose input sets
+// none.
+const DefaultCompressionLevel = api.DefaultCompressionLevel
+
 // UploadInput says what to snapshot and where to put it.
 type UploadInput struct {
 	Store       string          `json:"store"`
 	Name        string          `json:"name"`
 	Etcd        etcdconn.Config `json:"etcd"`
 	SSEKMSKeyID string          `json:"sseKmsKeyId,omitempty"`
-	GzipLevel   int             `json:"gzipLevel,omitempty"` // 1..9; default gzip's default (6)
+	GzipLevel   int             `json:"gzipLevel,omitempty"` // 1..9; 0: DefaultCompressionLevel
 }
 
 // UploadResult is what the stream measured.
@@ -147,7 +151,7 @@ func (a *Backup) UploadSnapshot(ctx context.Context, in UploadInput) (UploadResu
 	}()
 	level := in.GzipLevel
 	if level == 0 { // the zero value means "not set", not "store uncompressed"
-		level = gzip.DefaultCompression
+		level = DefaultCompressionLevel
 	}
 	res, streamErr := snapshot.Stream(ctx, cli, endpoint, pw, level, progress.store)
 	pw.CloseWithError(streamErr)

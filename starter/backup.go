@@ -78,6 +78,7 @@ func (a *app) backupCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&in.NoPrune, "no-prune", false, "do not apply the retention policy after the backup")
 	cmd.Flags().BoolVar(&in.PruneDryRun, "prune-dry-run", false, "list what retention would delete, delete nothing")
 	cmd.Flags().Int32Var(&in.MaxAttempts, "max-attempts", 0, "attempts before an unreachable etcd or store fails the backup (default 8)")
+	cmd.Flags().IntVar(&in.CompressionLevel, "compression-level", 0, fmt.Sprintf("gzip level of the backup, 1 (fastest) to 9 (smallest) (default %d)", api.DefaultCompressionLevel))
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the backup, show progress, print its name")
 	ef.bind(cmd)
 	sf.bind(cmd)

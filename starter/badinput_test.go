@@ -64,6 +64,7 @@ func TestBadInputStartsNothing(t *testing.T) {
 		{"backup relative file store", []string{"backup", "--cluster", "c.example.com", "--etcd", "main", "--endpoints", "https://127.0.0.1:4001", "--state-store", "file://state"}, []string{"--state-store", "file:///abs/path"}},
 		{"backup file store without parent", []string{"backup", "--cluster", "c.example.com", "--etcd", "main", "--endpoints", "https://127.0.0.1:4001", "--state-store", "file:///nonexistent/dir/state"}, []string{"--state-store", "mkdir -p /nonexistent/dir"}},
 		{"backup negative attempts", backup("--max-attempts", "-3"), []string{"--max-attempts", `"-3"`, "positive"}},
+		{"backup compression level out of range", backup("--compression-level", "10"), []string{"--compression-level", `"10"`, "1 (fastest) to 9"}},
 		{"backup cert without key", backup("--cert", "/etc/c.crt"), []string{"--key", "both"}},
 		{"backup no-prune with dry run", backup("--no-prune", "--prune-dry-run"), []string{"--prune-dry-run", "drop one"}},
 		{"backup unknown flag", backup("--endpoint", "x"), []string{"unknown flag", "--endpoint"}},

@@ -145,6 +145,7 @@ already running is left as it is. 'kopsdr schedule delete <cluster>' disables th
 	f.StringVar(&in.Cert, "cert", "", "etcd client certificate path on the worker")
 	f.StringVar(&in.Key, "key", "", "etcd client key path on the worker")
 	f.StringVar(&in.SSEKMSKeyID, "sse-kms-key-id", "", "S3 SSE-KMS key for uploaded objects")
+	f.IntVar(&in.CompressionLevel, "compression-level", 0, fmt.Sprintf("gzip level of the backup, 1 (fastest) to 9 (smallest) (default %d)", api.DefaultCompressionLevel))
 	f.DurationVar(&every, "every", 0, "back up at this interval, e.g. 1h")
 	f.StringVar(&cron, "cron", "", "or on this cron expression, e.g. \"0 * * * *\"")
 	f.DurationVar(&catchup, "catchup-window", time.Hour, "run a missed backup if the worker or Temporal was down for at most this long")

@@ -49,6 +49,7 @@ func EtcdBackup(ctx workflow.Context, in EtcdBackupInput) (*EtcdBackupResult, er
 	uploadCtx := workflow.WithActivityOptions(ctx, uploadActivityOptions(in.MaxAttempts))
 	err = workflow.ExecuteActivity(uploadCtx, a.UploadSnapshot, activities.UploadInput{
 		Store: store, Name: prep.Name, Etcd: backupEtcdConfig(in), SSEKMSKeyID: in.SSEKMSKeyID,
+		GzipLevel: in.CompressionLevel,
 	}).Get(ctx, &up)
 	if err == nil {
 		status.Step = "verify"

@@ -19,6 +19,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/mem"
 
 	"github.com/kopsdr/kopsdr/internal/inputerr"
 )
@@ -200,6 +202,21 @@ func New(ctx context.Context, c Config) (*clientv3.Client, error) {
 		return nil, fmt.Errorf("no etcd endpoint answered: %w", errors.Join(errs...))
 	}
 	return cli, nil
+}
+
+// init gives gRPC's default buffer pool (the one its proto codec decodes
+// every message with, settable only process-wide and only at init) a 64 KiB
+// tier besides its own 256 B, 4, 16, 32 KiB and 1 MiB ones. etcd sends a
+// snapshot in 32 KiB chunks, which with their few bytes of framing miss the
+// 32 KiB tier, so each took and zeroed a 1 MiB buffer: 32 times the bytes
+// cleared, a quarter of the CPU of reading a snapshot (profiled with
+// `make bench`). Other messages are unaffected.
+func init() {
+	p, err := mem.NewBinaryTieredBufferPool(8, 12, 14, 15, 16, 20)
+	if err != nil {
+		panic(err) // the exponents are constants
+	}
+	experimental.SetDefaultBufferPool(p)
 }
 
 // quietLogger keeps the client's retry chatter out of worker logs; failures

@@ -1,8 +1,10 @@
-// Package bench measures kopsdr's backup data path against the sequential
-// way an operator would do it by hand (etcdctl snapshot save, gzip, upload),
-// at two database sizes, and reports time, ratio and peak memory.
+// Package bench measures kopsdr's data paths: the backup against etcd's
+// bare snapshot stream and against the sequential way an operator would do
+// it by hand (etcdctl snapshot save, gzip -6, upload), and backup,
+// verification and restore pre-flight of large databases, reporting time,
+// ratios, size and peak memory as rows of the one table `make bench` prints.
 //
-//	make bench   (go test -run '^$' -bench . -benchtime 5x ./test/bench)
+//	make bench   (go test -run '^$' -bench . -benchtime 3x ./test/bench, and more)
 //
 // Each measured backup runs in a child process (this test binary re-run), so
 // its peak RSS is the worker's alone: etcd and the S3 server (versitygw) run
@@ -10,7 +12,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,11 +28,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-
 	"github.com/kopsdr/kopsdr/activities"
 	"github.com/kopsdr/kopsdr/internal/backupstore"
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
+	"github.com/kopsdr/kopsdr/test/benchtable"
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 	"github.com/kopsdr/kopsdr/test/s3test"
 )
@@ -55,40 +55,89 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// BenchmarkBackup compares, at 256 MiB and 2 GB of values, kopsdr's
+// backup (UploadSnapshot at its default level) with etcd's bare snapshot
+// stream (the RPC read and thrown away: the floor any backup has) and with
+// the sequential way by hand (snapshot to a file, `gzip -6`, upload), each in
+// its own process, alternating b.N times and keeping the median. At 256 MiB
+// it also sweeps the compression levels the default was chosen from.
 func BenchmarkBackup(b *testing.B) {
 	s3 := s3test.StartVersityGW(b, bucket)
-	type row struct {
-		sizeMiB     int
-		stream, seq result
-	}
-	var rows []row
-	for _, sizeMiB := range []int{64, 256} {
-		etcd := etcdtest.Start(b, 1, etcdtest.WithQuotaBytes(4<<30))
+	for _, sizeMiB := range benchList("KOPSDR_BENCH_SIZES", []int{256, 2048}) {
+		etcd := etcdtest.Start(b, 1, etcdtest.WithQuotaBytes(int64(sizeMiB+2048)<<20))
 		const valueSize = 16 << 10
 		etcdtest.Fill(b, etcd.Client(b), "/registry/configmaps/", sizeMiB<<20/valueSize, valueSize)
-		// Alternate the two ways b.N times and keep each one's median, so
-		// a hiccup of the machine does not decide the comparison.
-		var streams, seqs []result
+		var bares, streams, seqs []result
 		for i := 0; i < b.N; i++ {
+			bares = append(bares, runChild(b, "bare", etcd, s3, sizeMiB))
 			streams = append(streams, runChild(b, "stream", etcd, s3, sizeMiB))
 			seqs = append(seqs, runChild(b, "sequential", etcd, s3, sizeMiB))
 		}
-		r := row{sizeMiB: sizeMiB, stream: median(streams), seq: median(seqs)}
-		rows = append(rows, r)
-		b.ReportMetric(r.stream.Seconds, fmt.Sprintf("s-stream-%dMiB", sizeMiB))
-		b.ReportMetric(r.seq.Seconds, fmt.Sprintf("s-sequential-%dMiB", sizeMiB))
-		b.ReportMetric(r.stream.Seconds/r.seq.Seconds, fmt.Sprintf("ratio-%dMiB", sizeMiB))
-		b.ReportMetric(r.stream.PeakRSSMiB, fmt.Sprintf("peakRSS-MiB-%dMiB", sizeMiB))
-	}
-	fmt.Printf("\nmedians of %d runs each\n%-10s %-12s %-10s %-12s %-8s %-14s %-16s %-16s\n", b.N, "db", "raw snapshot", "gzip", "kopsdr", "by hand", "ratio (<=0.7)", "kopsdr peak RSS", "kopsdr peak heap")
-	for _, r := range rows {
-		fmt.Printf("%-10s %-12s %-10s %-12s %-8s %-14s %-16s %-16s\n",
-			fmt.Sprintf("%d MiB", r.sizeMiB), mib(r.stream.RawBytes), mib(r.stream.StoredBytes),
-			fmt.Sprintf("%.2fs", r.stream.Seconds), fmt.Sprintf("%.2fs", r.seq.Seconds),
-			fmt.Sprintf("%.2f", r.stream.Seconds/r.seq.Seconds), fmt.Sprintf("%.0f MiB", r.stream.PeakRSSMiB),
-			fmt.Sprintf("%.0f MiB", r.stream.PeakHeapMiB))
+		bare, stream, seq := median(bares), median(streams), median(seqs)
+		size := sizeName(sizeMiB)
+		record(b, benchtable.Row{Group: "backup", What: "bare snapshot stream (read, discarded)", Size: size,
+			Time: secs(bare.Seconds), Output: mib(bare.RawBytes) + " raw"})
+		record(b, benchtable.Row{Group: "backup", What: "by hand: snapshot save, gzip -6, upload", Size: size,
+			Time: secs(seq.Seconds), Ratio: fmt.Sprintf("%.2fx bare", seq.Seconds/bare.Seconds),
+			Output: mib(seq.StoredBytes), PeakRSS: mib(seq.PeakRSSMiB * (1 << 20))})
+		record(b, benchtable.Row{Group: "backup", What: fmt.Sprintf("kopsdr backup (level %d)", benchLevel()), Size: size,
+			Time:    secs(stream.Seconds),
+			Ratio:   fmt.Sprintf("%.2fx bare, %.2fx by hand", stream.Seconds/bare.Seconds, stream.Seconds/seq.Seconds),
+			Output:  fmt.Sprintf("%s (%.2fx gzip -6)", mib(stream.StoredBytes), float64(stream.StoredBytes)/float64(seq.StoredBytes)),
+			PeakRSS: mib(stream.PeakRSSMiB * (1 << 20)), Heap: mib(stream.PeakHeapMiB * (1 << 20))})
+		b.ReportMetric(stream.Seconds/bare.Seconds, fmt.Sprintf("x-bare-%dMiB", sizeMiB))
+		b.ReportMetric(stream.Seconds/seq.Seconds, fmt.Sprintf("x-sequential-%dMiB", sizeMiB))
+
+		if sizeMiB == 256 {
+			for _, level := range benchList("KOPSDR_BENCH_LEVELS", []int{1, 2, 3, 4, 6, 9}) {
+				var rs []result
+				for i := 0; i < b.N; i++ {
+					rs = append(rs, runChild(b, "stream", etcd, s3, sizeMiB, "KOPSDR_BENCH_LEVEL="+strconv.Itoa(level)))
+				}
+				r := median(rs)
+				record(b, benchtable.Row{Group: "compression level", What: fmt.Sprintf("kopsdr backup, level %d", level), Size: size,
+					Time:    secs(r.Seconds),
+					Ratio:   fmt.Sprintf("%.2fx bare, %.2fx by hand", r.Seconds/bare.Seconds, r.Seconds/seq.Seconds),
+					Output:  fmt.Sprintf("%s (%.2fx gzip -6)", mib(r.StoredBytes), float64(r.StoredBytes)/float64(seq.StoredBytes)),
+					PeakRSS: mib(r.PeakRSSMiB * (1 << 20))})
+			}
+		}
+		etcd.Stop() // free its memory and disk before the next size
 	}
 }
+
+// benchList is the numbers in the environment variable env, e.g.
+// KOPSDR_BENCH_SIZES=256 (sizes in MiB) or KOPSDR_BENCH_LEVELS=1,6 (levels
+// swept; "none" for none) while tuning, or def when it is unset.
+func benchList(name string, def []int) []int {
+	env := os.Getenv(name)
+	if env == "" {
+		return def
+	}
+	var sizes []int
+	for _, f := range strings.Split(env, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil {
+			sizes = append(sizes, n)
+		}
+	}
+	return sizes
+}
+
+func record(b *testing.B, r benchtable.Row) {
+	b.Helper()
+	if err := benchtable.Record(r); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func sizeName(sizeMiB int) string {
+	if sizeMiB >= 1024 {
+		return fmt.Sprintf("%d GB", sizeMiB/1024)
+	}
+	return fmt.Sprintf("%d MiB", sizeMiB)
+}
+
+func secs(s float64) string { return fmt.Sprintf("%.2f s", s) }
 
 // median returns the run with the median time.
 func median(rs []result) result {
@@ -96,16 +145,17 @@ func median(rs []result) result {
 	return rs[len(rs)/2]
 }
 
-func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
+func mib[N int64 | float64](n N) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
 
 // runChild runs one backup in a fresh process and returns what it measured.
-func runChild(b *testing.B, mode string, etcd *etcdtest.Cluster, s3 *s3test.Server, sizeMiB int) result {
+func runChild(b *testing.B, mode string, etcd *etcdtest.Cluster, s3 *s3test.Server, sizeMiB int, env ...string) result {
 	b.Helper()
 	cfg, _ := json.Marshal(etcd.ConnConfig())
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), s3.Env()...)
 	cmd.Env = append(cmd.Env, "KOPSDR_BENCH_CHILD="+mode, "KOPSDR_BENCH_ETCD="+string(cfg),
 		"KOPSDR_BENCH_STORE=s3://"+bucket+"/"+mode+"-"+strconv.Itoa(sizeMiB), "KOPSDR_BENCH_TMP="+b.TempDir())
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -129,8 +179,11 @@ type childEnv struct {
 // modes are what a child can measure, by KOPSDR_BENCH_CHILD; each file of
 // this package registers its own in init.
 var modes = map[string]func(context.Context, childEnv) (result, error){
-	"stream":     func(ctx context.Context, e childEnv) (result, error) { return streamBackup(ctx, e.Etcd, e.Store) },
-	"sequential": func(ctx context.Context, e childEnv) (result, error) { return sequentialBackup(ctx, e.Etcd, e.Store, e.Tmp) },
+	"bare":   func(ctx context.Context, e childEnv) (result, error) { return bareSnapshot(ctx, e.Etcd) },
+	"stream": func(ctx context.Context, e childEnv) (result, error) { return streamBackup(ctx, e.Etcd, e.Store) },
+	"sequential": func(ctx context.Context, e childEnv) (result, error) {
+		return sequentialBackup(ctx, e.Etcd, e.Store, e.Tmp)
+	},
 }
 
 // child performs one measured step and prints a result as JSON.
@@ -170,14 +223,42 @@ func child() int {
 	return 0
 }
 
-// streamBackup is kopsdr's own data path: the UploadSnapshot activity.
+// bareSnapshot reads etcd's snapshot stream and throws it away: no backup
+// can be faster than this.
+func bareSnapshot(ctx context.Context, cfg etcdconn.Config) (result, error) {
+	cli, err := etcdconn.New(ctx, cfg)
+	if err != nil {
+		return result{}, err
+	}
+	defer cli.Close()
+	rc, err := cli.Snapshot(ctx)
+	if err != nil {
+		return result{}, err
+	}
+	defer rc.Close()
+	n, err := io.CopyBuffer(io.Discard, rc, make([]byte, 256<<10))
+	return result{RawBytes: n}, err
+}
+
+// benchLevel is the level the backup rows measure: KOPSDR_BENCH_LEVEL
+// while tuning, or kopsdr's default.
+func benchLevel() int {
+	if l, err := strconv.Atoi(os.Getenv("KOPSDR_BENCH_LEVEL")); err == nil {
+		return l
+	}
+	return activities.DefaultCompressionLevel
+}
+
+// streamBackup is kopsdr's own data path: the UploadSnapshot activity, at
+// benchLevel (a sweep child's KOPSDR_BENCH_LEVEL, appended last, wins).
 func streamBackup(ctx context.Context, cfg etcdconn.Config, store string) (result, error) {
-	up, err := (&activities.Backup{}).UploadSnapshot(ctx, activities.UploadInput{Store: store, Name: "bench", Etcd: cfg})
+	up, err := (&activities.Backup{}).UploadSnapshot(ctx, activities.UploadInput{Store: store, Name: "bench", Etcd: cfg, GzipLevel: benchLevel()})
 	return result{RawBytes: up.RawBytes, StoredBytes: up.GzipBytes}, err
 }
 
-// sequentialBackup is the by-hand way: save the snapshot to a file, gzip
-// it to a second file, then upload that (same gzip level, same uploader).
+// sequentialBackup is the by-hand way: save the snapshot to a file (what
+// `etcdctl snapshot save` does), `gzip -6` it, then upload that with the same
+// uploader kopsdr uses.
 func sequentialBackup(ctx context.Context, cfg etcdconn.Config, store, tmp string) (result, error) {
 	cli, err := etcdconn.New(ctx, cfg)
 	if err != nil {
@@ -194,30 +275,11 @@ func sequentialBackup(ctx context.Context, cfg etcdconn.Config, store, tmp strin
 	if err != nil {
 		return result{}, err
 	}
+	if out, err := exec.CommandContext(ctx, "gzip", "-6", raw).CombinedOutput(); err != nil {
+		return result{}, fmt.Errorf("gzip -6: %v: %s", err, out)
+	}
 	gz := raw + ".gz"
-	in, err := os.Open(raw)
-	if err != nil {
-		return result{}, err
-	}
-	out, err := os.Create(gz)
-	if err != nil {
-		return result{}, err
-	}
-	bw := bufio.NewWriterSize(out, 256<<10)
-	zw := gzip.NewWriter(bw) // the same level kopsdr uses by default
-	if _, err := io.Copy(zw, in); err != nil {
-		return result{}, err
-	}
-	in.Close()
-	if err := zw.Close(); err != nil {
-		return result{}, err
-	}
-	if err := bw.Flush(); err != nil {
-		return result{}, err
-	}
-	if err := out.Close(); err != nil {
-		return result{}, err
-	}
+	defer os.Remove(gz)
 	st, err := backupstore.Open(ctx, store, backupstore.Options{})
 	if err != nil {
 		return result{}, err

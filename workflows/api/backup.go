@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -28,7 +29,16 @@ type BackupOptions struct {
 	// MaxAttempts bounds how often an unreachable etcd or store is retried
 	// (with exponential backoff from 2 s) before the backup fails. Default 8.
 	MaxAttempts int32 `json:"maxAttempts,omitempty"`
+	// CompressionLevel is the gzip level of etcd.backup.gz, 1 (fastest) to
+	// 9 (smallest); 0 means the default, chosen by measurement (see the
+	// README's performance section). Every level is plain gzip that
+	// etcd-manager restores.
+	CompressionLevel int `json:"compressionLevel,omitempty"`
 }
+
+// DefaultCompressionLevel is the gzip level of a backup whose input sets
+// none, chosen from `make bench` (see the README's performance section).
+const DefaultCompressionLevel = 1
 
 // Retention is etcd-manager's pruning policy, as Go durations ("1h", "168h").
 type Retention struct {
@@ -133,6 +143,10 @@ func (o BackupOptions) Validate() error {
 	}
 	if _, _, _, err := o.Retention.Durations(); err != nil {
 		return err
+	}
+	if o.CompressionLevel < 0 || o.CompressionLevel > 9 {
+		return invalid("compressionLevel", fmt.Sprint(o.CompressionLevel),
+			"give a gzip level from 1 (fastest) to 9 (smallest), or leave it out for the default")
 	}
 	return checkAttempts("maxAttempts", o.MaxAttempts)
 }
