@@ -38,10 +38,14 @@ $(TOOLS)/temporal:
 # the Temporal server (minutes to build with -race), so they run without it.
 UNIT_PKGS := ./internal/... ./workflows/... ./activities/... ./starter/... ./worker/...
 
+# timed runs one step and prints its wall time (build and run), so CI's
+# output says what dominates.
+timed = echo "+ $(2)"; s=$$(date +%s); $(2); rc=$$?; echo "make test: $(1) took $$(( $$(date +%s) - s )) s"; exit $$rc
+
 test: tools rules-check ## Run every test against real Temporal, etcd, S3 and Docker (unit tests with -race)
-	$(GO) vet ./...
-	$(GO) test -race $(TEST_FLAGS) $(UNIT_PKGS)
-	$(GO) test $(TEST_FLAGS) ./test/...
+	@$(call timed,vet,$(GO) vet ./...)
+	@$(call timed,unit tests (-race),$(GO) test -race $(TEST_FLAGS) $(UNIT_PKGS))
+	@$(call timed,end-to-end tests,$(GO) test $(TEST_FLAGS) ./test/...)
 
 test-short: ## Unit tests only, with -race
 	$(GO) test -race -short $(UNIT_PKGS)
