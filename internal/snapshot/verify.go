@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -44,7 +45,11 @@ func VerifyGzip(r io.Reader) (VerifyResult, error) { return VerifyGzipTo(r, io.D
 // w is written from the other one.
 func VerifyGzipTo(r io.Reader, w io.Writer) (VerifyResult, error) {
 	gzIn := newCountingHash(io.Discard)
-	zr, err := gzip.NewReader(io.TeeReader(r, gzIn))
+	// gzip reads through a buffer of its own; a larger one than its 4 KiB
+	// reads the store's stream in fewer, larger pieces. Everything read
+	// from r is hashed below the buffer, so nothing is missed or counted
+	// twice whatever the buffer holds at the end.
+	zr, err := gzip.NewReader(bufio.NewReaderSize(io.TeeReader(r, gzIn), verifyChunk))
 	if err != nil {
 		return VerifyResult{}, fmt.Errorf("verify: not gzip: %w", err)
 	}
