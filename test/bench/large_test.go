@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,7 +122,7 @@ func BenchmarkLargeDatabases(b *testing.B) {
 		record(b, benchtable.Row{
 			Group: largeGroup, What: "peak RSS growth: " + s.what,
 			Size:    sizes[0] + " → " + sizes[len(sizes)-1],
-			PeakRSS: fmt.Sprintf("%+.0f MiB", growth),
+			PeakRSS: fmt.Sprintf("%+d MiB", int(math.Round(growth))), // +0, never -0
 			Note:    fmt.Sprintf("%s the %d MiB bound", verdict, largeRSSBound),
 		})
 	}
