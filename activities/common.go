@@ -188,6 +188,27 @@ func (h *heartbeatReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// countingProgress tells report the bytes read so far, every
+// progressStep of them, for a heartbeat that runs on its own ticker.
+type countingProgress struct {
+	r      io.Reader
+	report func(n int64)
+	n      int64
+	next   int64
+}
+
+const progressStep = 4 << 20
+
+func (c *countingProgress) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if c.n >= c.next || err != nil {
+		c.report(c.n)
+		c.next = c.n + progressStep
+	}
+	return n, err
+}
+
 // logger is the activity's logger, or slog's default outside an activity
 // (plain Go callers and tests call activities as functions too).
 func logger(ctx context.Context) log.Logger {

@@ -100,12 +100,30 @@ func masterFacts(t restart.Target) MasterFacts {
 	return mf
 }
 
+// PreflightProgress is Preflight's heartbeat detail: what it checks, and
+// while it reads a backup, the bytes read so far.
+type PreflightProgress struct {
+	Stage string `json:"stage"`
+	Bytes int64  `json:"bytes,omitempty"`
+}
+
+// preflightBeat is how often Preflight heartbeats (a variable for tests).
+var preflightBeat = 5 * time.Second
+
 // Preflight checks everything the restore needs and changes nothing. Every
 // failure names what is wrong; bad input and a bad backup are final.
+//
+// It heartbeats for its whole life, not only while it reads a backup: an
+// etcd that does not answer (5 s per cluster) and the masters' runtimes,
+// asked one after another, could otherwise outlast the heartbeat timeout
+// after the last read, and a good pre-flight would be retried forever.
 func (a *Restore) Preflight(ctx context.Context, in PreflightInput) (PreflightResult, error) {
+	prog := newProgress(PreflightProgress{Stage: "start"})
+	stop := heartbeatProgress(ctx, preflightBeat, prog)
+	defer stop()
 	var res PreflightResult
 	for _, c := range in.Clusters {
-		facts, err := a.preflightCluster(ctx, c)
+		facts, err := a.preflightCluster(ctx, c, prog)
 		if err != nil {
 			return res, err
 		}
@@ -114,6 +132,7 @@ func (a *Restore) Preflight(ctx context.Context, in PreflightInput) (PreflightRe
 	for _, t := range in.Masters {
 		mf := masterFacts(t)
 		for _, c := range in.Clusters {
+			prog.set(PreflightProgress{Stage: "find etcd-manager-" + c.EtcdCluster + " on master " + t.Name()})
 			found, err := a.Restarter.Find(ctx, t, c.EtcdCluster)
 			if err != nil {
 				return res, masterErr(t, err)
@@ -132,8 +151,9 @@ func (a *Restore) Preflight(ctx context.Context, in PreflightInput) (PreflightRe
 	return res, nil
 }
 
-func (a *Restore) preflightCluster(ctx context.Context, c PreflightCluster) (ClusterFacts, error) {
+func (a *Restore) preflightCluster(ctx context.Context, c PreflightCluster, prog *progress) (ClusterFacts, error) {
 	facts := ClusterFacts{EtcdCluster: c.EtcdCluster, Store: c.Store}
+	prog.set(PreflightProgress{Stage: "choose the " + c.EtcdCluster + " backup in " + c.Store})
 	store, err := openStore(ctx, c.Store)
 	if err != nil {
 		return facts, err
@@ -156,12 +176,16 @@ func (a *Restore) preflightCluster(ctx context.Context, c PreflightCluster) (Clu
 
 	// The data must decompress and carry a valid sha256 trailer: that is
 	// what etcd-manager's restore checks, after it has already stopped etcd.
+	// It is read once, streaming: the checksums kopsdr recorded are
+	// compared with what this one pass computed.
+	stage := "verify " + c.EtcdCluster + " backup " + chosen
+	prog.set(PreflightProgress{Stage: stage})
 	rc, err := store.Get(ctx, chosen+"/"+etcdmanager.DataFile)
 	if err != nil {
 		return facts, preflightFail(fmt.Sprintf("backup %s in %s has no readable %s: %v", chosen, c.Store, etcdmanager.DataFile, err),
 			"choose another backup")
 	}
-	v, err := snapshot.VerifyGzip(&heartbeatReader{ctx: ctx, r: rc})
+	v, err := snapshot.VerifyGzip(&countingProgress{r: rc, report: func(n int64) { prog.set(PreflightProgress{Stage: stage, Bytes: n}) }})
 	rc.Close()
 	if err != nil {
 		return facts, preflightFail(fmt.Sprintf("backup %s in %s is corrupt: %v", chosen, c.Store, err), "choose another backup")
@@ -175,6 +199,7 @@ func (a *Restore) preflightCluster(ctx context.Context, c PreflightCluster) (Clu
 		facts.Revision = ff.Revision
 	}
 
+	prog.set(PreflightProgress{Stage: "check " + c.Store + " and etcd " + c.EtcdCluster})
 	spec, err := etcdmanager.ReadClusterSpec(ctx, store)
 	if errors.Is(err, etcdmanager.ErrNoClusterSpec) {
 		return facts, preflightFail(fmt.Sprintf("%s has no control/etcd-cluster-spec: etcd-manager refuses to restore without it", c.Store),

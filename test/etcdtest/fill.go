@@ -65,10 +65,12 @@ func randHex(r *rand.Rand, n int) string {
 }
 
 // Fill puts n keys Key(prefix, 0..n-1) with Value(prefix, i, valueSize),
-// several transactions at a time.
+// several transactions at a time. Its timeout grows with the data: ten
+// minutes, plus a second per 4 MiB, so gigabytes fill on a busy machine.
 func Fill(t testing.TB, cli *clientv3.Client, prefix string, n, valueSize int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	timeout := 10*time.Minute + time.Duration(int64(n)*int64(valueSize)/(4<<20))*time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 
 	batches := make(chan []clientv3.Op)

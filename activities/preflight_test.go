@@ -1,0 +1,60 @@
+package activities
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/kopsdr/kopsdr/internal/backupstore"
+	"github.com/kopsdr/kopsdr/internal/etcdmanager"
+	"github.com/kopsdr/kopsdr/test/etcdtest"
+)
+
+// TestPreflightHeartbeatsThroughout takes a real backup into a file store
+// and pre-flights its restore with a 1 ms heartbeat: it passes, reports
+// the backup's facts, and heartbeats (under -race, without racing the
+// progress it updates as it reads).
+func TestPreflightHeartbeatsThroughout(t *testing.T) {
+	saved := preflightBeat
+	preflightBeat = time.Millisecond
+	t.Cleanup(func() { preflightBeat = saved })
+
+	etcd := etcdtest.Start(t, 1)
+	etcdtest.Fill(t, etcd.Client(t), "/registry/configmaps/", 200, 4000)
+	store := "file://" + t.TempDir() + "/backups/main"
+	ctx := context.Background()
+	name := etcdmanager.BackupName(time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC), 1)
+	b := &Backup{}
+	up, err := b.UploadSnapshot(ctx, UploadInput{Store: store, Name: name, Etcd: etcd.ConnConfig()})
+	require.NoError(t, err)
+	_, err = b.FinalizeBackup(ctx, FinalizeInput{Store: store, Name: name, Upload: up, MemberCount: 1, Timestamp: time.Now()})
+	require.NoError(t, err)
+	st, err := backupstore.Open(ctx, store, backupstore.Options{})
+	require.NoError(t, err)
+	require.NoError(t, etcdmanager.WriteClusterSpec(ctx, st, etcdmanager.ClusterSpec{MemberCount: 1, EtcdVersion: up.EtcdVersion}))
+
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	r := &Restore{}
+	env.RegisterActivity(r)
+	var beats atomic.Int64
+	env.SetOnActivityHeartbeatListener(func(*activity.Info, converter.EncodedValues) { beats.Add(1) })
+	v, err := env.ExecuteActivity(r.Preflight, PreflightInput{Clusters: []PreflightCluster{{
+		EtcdCluster: "main", Field: "main.backup", Store: store, Backup: "latest", Etcd: etcd.ConnConfig(),
+	}}})
+	require.NoError(t, err)
+	var res PreflightResult
+	require.NoError(t, v.Get(&res))
+	require.Len(t, res.Clusters, 1)
+	require.Equal(t, name, res.Clusters[0].Backup)
+	require.Equal(t, up.GzipBytes, res.Clusters[0].Bytes)
+	require.Equal(t, up.Revision, res.Clusters[0].Revision)
+	require.True(t, res.Clusters[0].EtcdAnswers)
+	require.Positive(t, beats.Load(), "pre-flight heartbeated")
+}
