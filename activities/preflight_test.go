@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -57,4 +58,60 @@ func TestPreflightHeartbeatsThroughout(t *testing.T) {
 	require.Equal(t, up.Revision, res.Clusters[0].Revision)
 	require.True(t, res.Clusters[0].EtcdAnswers)
 	require.Positive(t, beats.Load(), "pre-flight heartbeated")
+}
+
+// TestPreflightChecksEveryBackupOnce pre-flights the same real backup three
+// ways: as kopsdr took it (checked against kopsdr.json's sha256 in one
+// plain read), with one stored byte flipped (refused, naming the recorded
+// checksums), and as etcd-manager would have written it, without
+// kopsdr.json (decompressed and its trailer checked: the flipped byte is
+// found there too).
+func TestPreflightChecksEveryBackupOnce(t *testing.T) {
+	etcd := etcdtest.Start(t, 1)
+	etcdtest.Fill(t, etcd.Client(t), "/registry/configmaps/", 100, 4000)
+	dir := t.TempDir() + "/backups/main"
+	store := "file://" + dir
+	ctx := context.Background()
+	name := etcdmanager.BackupName(time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC), 1)
+	b := &Backup{}
+	up, err := b.UploadSnapshot(ctx, UploadInput{Store: store, Name: name, Etcd: etcd.ConnConfig()})
+	require.NoError(t, err)
+	_, err = b.FinalizeBackup(ctx, FinalizeInput{Store: store, Name: name, Upload: up, MemberCount: 1, Timestamp: time.Now()})
+	require.NoError(t, err)
+	st, err := backupstore.Open(ctx, store, backupstore.Options{})
+	require.NoError(t, err)
+	require.NoError(t, etcdmanager.WriteClusterSpec(ctx, st, etcdmanager.ClusterSpec{MemberCount: 1, EtcdVersion: up.EtcdVersion}))
+
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	r := &Restore{}
+	env.RegisterActivity(r)
+	preflight := func() (PreflightResult, error) {
+		v, err := env.ExecuteActivity(r.Preflight, PreflightInput{Clusters: []PreflightCluster{{
+			EtcdCluster: "main", Field: "main.backup", Store: store, Backup: name, Etcd: etcd.ConnConfig(),
+		}}})
+		var res PreflightResult
+		if err == nil {
+			require.NoError(t, v.Get(&res))
+		}
+		return res, err
+	}
+
+	res, err := preflight()
+	require.NoError(t, err)
+	require.Equal(t, up.GzipBytes, res.Clusters[0].Bytes)
+	require.Equal(t, up.Revision, res.Clusters[0].Revision)
+
+	data := dir + "/" + name + "/" + etcdmanager.DataFile
+	raw, err := os.ReadFile(data)
+	require.NoError(t, err)
+	raw[len(raw)/2] ^= 0x40
+	require.NoError(t, os.WriteFile(data, raw, 0o644))
+	_, err = preflight()
+	require.ErrorContains(t, err, "does not match the checksums kopsdr recorded")
+	require.ErrorContains(t, err, up.GzipSHA256)
+
+	require.NoError(t, os.Remove(dir+"/"+name+"/"+etcdmanager.KopsdrFile))
+	_, err = preflight()
+	require.ErrorContains(t, err, "is corrupt")
 }
