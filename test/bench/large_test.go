@@ -207,12 +207,6 @@ func medianTimeMaxMemory(rs []result) result {
 	return m
 }
 
-func record(b *testing.B, r benchtable.Row) {
-	if err := benchtable.Record(r); err != nil {
-		b.Errorf("recording %v: %v", r, err)
-	}
-}
-
 // largeEnv is what the children of one size share: the store holds the
 // one backup, tmp the upload's result for the finalize step.
 type largeEnv struct {
