@@ -105,6 +105,11 @@ type UploadProgress struct {
 // first aborts what an earlier, killed attempt left (multipart uploads, temp
 // files) and then uploads the object again under the same name.
 func (a *Backup) UploadSnapshot(ctx context.Context, in UploadInput) (UploadResult, error) {
+	release, err := acquireBackupSlot(ctx) // a burst queues here, not in memory (limit.go)
+	if err != nil {
+		return UploadResult{}, err
+	}
+	defer release()
 	store, err := openStore(ctx, in.Store)
 	if err != nil {
 		return UploadResult{}, err

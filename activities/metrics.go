@@ -53,7 +53,7 @@ type metricsActivity struct {
 // its status shows. PendingCommands (a diagnosis after a failure) and the
 // legacy EBS path are not counted.
 var (
-	backupActivities = []string{"PrepareBackup", "ReadClusterSpec", "UploadSnapshot", "FinalizeBackup"}
+	backupActivities = []string{"PrepareBackup", "ReadClusterSpec", "PrepareBackupAndReadSpec", "UploadSnapshot", "FinalizeBackup"}
 	restoreSteps     = map[string]string{
 		"DiscoverMasters": "discover masters", "Preflight": "preflight",
 		"WriteRestoreCommand": "write restore commands", "RecordBaseline": "record etcd-manager baseline",

@@ -44,6 +44,7 @@ func newCommand() *cobra.Command {
 		logLevel    string
 		metricsAddr string
 		maxActs     int
+		maxBackups  int
 	)
 	cmd := &cobra.Command{
 		Use:   "kopsdr-worker",
@@ -69,6 +70,11 @@ has room, and an activity whose worker dies is retried by another once its heart
 start-to-close timeout passes. --max-concurrent-activities bounds how many activities one
 worker runs at once (each backup streams one snapshot through gzip; 0 keeps the Temporal SDK's
 default, 1000).
+--max-concurrent-backups bounds how many of those are snapshot uploads: each
+holds about 40 MiB (gzip blocks and S3 part buffers; more on more cores), so when a fleet's
+schedules fire at once the rest wait their turn, heartbeating, instead of all streaming at once
+and exhausting the worker's memory. It counts uploads only, so long-running activities such as
+change capture never wait behind backups, nor backups behind them; 0 removes the bound.
 
 Restore drills restore backups into a throwaway etcd in the temp dir (TMPDIR, default /tmp),
 which needs about twice the largest snapshot free.
@@ -84,6 +90,10 @@ logs the command when they are missing).`,
 			if maxActs < 0 {
 				return fmt.Errorf("--max-concurrent-activities %d: give 0 (the SDK's default) or more", maxActs)
 			}
+			if maxBackups < 0 {
+				return fmt.Errorf("--max-concurrent-backups %d: give 0 (no bound) or more", maxBackups)
+			}
+			activities.SetMaxConcurrentBackups(maxBackups)
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
 			}
@@ -157,6 +167,8 @@ logs the command when they are missing).`,
 	cmd.Flags().IntVar(&uiPort, "ui-port", 8233, "with --dev: Web UI port on 127.0.0.1 (-1 disables the UI)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().IntVar(&maxActs, "max-concurrent-activities", 0, "activities this worker runs at once (0: the Temporal SDK's default, 1000)")
+	cmd.Flags().IntVar(&maxBackups, "max-concurrent-backups", activities.DefaultMaxConcurrentBackups,
+		"snapshot uploads this worker runs at once, about 40 MiB each; the rest wait, heartbeating (0: no bound)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-address", "", "serve Prometheus metrics on http://HOST:PORT/metrics (e.g. 127.0.0.1:9464; empty: none)")
 	return cmd
 }

@@ -96,6 +96,9 @@ func (p *Proc) Kill() {
 	<-p.done
 }
 
+// Pid is the process id, for reading its CPU time and memory from /proc.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
 // Output is everything the process printed so far.
 func (p *Proc) Output() string {
 	p.mu.Lock()
