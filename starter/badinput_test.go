@@ -71,6 +71,7 @@ func TestBadInputStartsNothing(t *testing.T) {
 		// schedule create
 		{"schedule negative keep-all-for", sched("--every", "1h", "--keep-all-for", "-1h"), []string{"--keep-all-for", "positive"}},
 		{"schedule zero daily-for", sched("--every", "1h", "--daily-for", "0s"), []string{"--daily-for", "positive"}},
+		{"schedule jitter as long as the interval", sched("--every", "1h", "--jitter", "1h"), []string{"--jitter", `"1h0m0s"`, "shorter than the interval"}},
 		{"schedule daily-for forever", sched("--every", "1h", "--daily-for", "forever"), []string{"--daily-for", "forever"}},
 		{"schedule without endpoints", []string{"schedule", "create", "--cluster", "c.example.com", "--state-store", state, "--every", "1h"}, []string{"--main-endpoints"}},
 		{"schedule without events endpoints", []string{"schedule", "create", "--cluster", "c.example.com", "--state-store", state, "--main-endpoints", "https://a:4001", "--every", "1h"}, []string{"--events-endpoints"}},

@@ -36,6 +36,7 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 		in             api.ClusterBackupInput
 		every, catchup time.Duration
 		drillEvery     time.Duration
+		jitter         time.Duration
 		cron           string
 		rf             retentionFlags
 		paused         bool
@@ -59,7 +60,7 @@ already running is left as it is. 'kopsdr schedule delete <cluster>' disables th
     --every 1h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			spec, err := scheduleSpec(cmd, every, cron, catchup)
+			spec, err := scheduleSpec(cmd, every, cron, catchup, jitter)
 			if err != nil {
 				return err
 			}
@@ -149,6 +150,7 @@ already running is left as it is. 'kopsdr schedule delete <cluster>' disables th
 	f.DurationVar(&every, "every", 0, "back up at this interval, e.g. 1h")
 	f.StringVar(&cron, "cron", "", "or on this cron expression, e.g. \"0 * * * *\"")
 	f.DurationVar(&catchup, "catchup-window", time.Hour, "run a missed backup if the worker or Temporal was down for at most this long")
+	f.DurationVar(&jitter, "jitter", 0, "start each backup up to this much later, at random, so a fleet's schedules do not all fire at once (e.g. 5m)")
 	rf.bind(cmd)
 	f.BoolVar(&paused, "paused", false, "create the schedule paused")
 	f.DurationVar(&drillEvery, "drill-every", 24*time.Hour, "drill the newest backups at this interval (schedule drill/<cluster>); 0: no drill schedule")
@@ -157,8 +159,8 @@ already running is left as it is. 'kopsdr schedule delete <cluster>' disables th
 	return cmd
 }
 
-// scheduleSpec checks --every, --cron and --catchup-window.
-func scheduleSpec(cmd *cobra.Command, every time.Duration, cron string, catchup time.Duration) (client.ScheduleSpec, error) {
+// scheduleSpec checks --every, --cron, --catchup-window and --jitter.
+func scheduleSpec(cmd *cobra.Command, every time.Duration, cron string, catchup, jitter time.Duration) (client.ScheduleSpec, error) {
 	everySet := cmd.Flags().Changed("every")
 	switch {
 	case everySet && cron != "":
@@ -171,11 +173,13 @@ func scheduleSpec(cmd *cobra.Command, every time.Duration, cron string, catchup 
 		return client.ScheduleSpec{}, badFlag("catchup-window", catchup.String(), "give a positive duration, e.g. 1h")
 	case cron != "" && len(strings.Fields(cron)) != 5:
 		return client.ScheduleSpec{}, badFlag("cron", cron, `give five fields: minute hour day-of-month month day-of-week, e.g. "0 * * * *"`)
+	case jitter < 0 || (everySet && jitter >= every):
+		return client.ScheduleSpec{}, badFlag("jitter", jitter.String(), "give 0 or a delay shorter than the interval, e.g. 5m")
 	}
 	if everySet {
-		return client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: every}}}, nil
+		return client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: every}}, Jitter: jitter}, nil
 	}
-	return client.ScheduleSpec{CronExpressions: []string{cron}}, nil
+	return client.ScheduleSpec{CronExpressions: []string{cron}, Jitter: jitter}, nil
 }
 
 // retentionFlags are etcd-manager's retention as typed durations.
