@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -334,7 +335,9 @@ func waitChains(t *testing.T, ctx context.Context, s backupstore.Store, n int) {
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		cs, err = changelog.ListChains(ctx, s)
-		if err == nil && len(cs) == n && cs[n-1].Head != nil {
+		// Ready: n chains, and the open one has written its head. Not
+		// cs[n-1]: chains are ordered by start revision, not age.
+		if err == nil && len(cs) == n && !slices.ContainsFunc(cs, func(c changelog.ChainState) bool { return c.End == nil && c.Head == nil }) {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -413,10 +416,16 @@ func TestPointInTimeRestore(t *testing.T) {
 	f.requireCommandsConsumed(t, ctx)
 
 	// The restored cluster has a new id: the chain ends, a new one starts.
+	// ListChains orders by start revision, and etcd-manager restores by
+	// copying keys into a new cluster whose revisions start again near 1,
+	// so the new chain may come first: find the old one by its id.
 	waitChains(t, ctx, changes, 2)
 	chains, err := changelog.ListChains(ctx, changes)
 	require.NoError(t, err)
-	require.Equal(t, changelog.EndClusterChanged, chains[0].End.Reason)
+	i := slices.IndexFunc(chains, func(c changelog.ChainState) bool { return c.ID == pit.Chain })
+	require.GreaterOrEqual(t, i, 0, "the chain the point came from is listed: %+v", chains)
+	require.NotNil(t, chains[i].End, "the chain the point came from has ended")
+	require.Equal(t, changelog.EndClusterChanged, chains[i].End.Reason)
 	require.NoError(t, f.tp.Client.CancelWorkflow(ctx, capRun.GetID(), ""))
 }
 
