@@ -284,7 +284,14 @@ func (a *PITR) ResolvePoint(ctx context.Context, in ResolvePointInput) (api.Poin
 			chain = c
 		}
 	}
-	bases, err := listBases(ctx, backups, chain.Started.Add(-time.Hour))
+	// Only full backups of the cluster the chain was captured from can
+	// start its replay: none taken before the chain that ended when the
+	// cluster changed (a restore) had ended.
+	oldest := chain.Started.Add(-time.Hour)
+	if _, _, since := changelog.CurrentCluster(chains); since.After(oldest) {
+		oldest = since
+	}
+	bases, err := listBases(ctx, backups, oldest)
 	if err != nil {
 		return api.PointPlan{}, storeErr(in.BackupStore, err)
 	}
@@ -315,10 +322,11 @@ const waitAhead = time.Minute
 // ahead of an open chain is waited for, up to waitAhead after the point.
 func resolve(ctx context.Context, changes backupstore.Store, in ResolvePointInput) ([]changelog.ChainState, changelog.Point, error) {
 	for {
-		chains, err := changelog.ListChains(ctx, changes)
+		all, err := changelog.ListChains(ctx, changes)
 		if err != nil {
 			return nil, changelog.Point{}, err
 		}
+		chains, dropped, _ := changelog.CurrentCluster(all)
 		var p changelog.Point
 		if in.Revision != 0 {
 			p, err = changelog.ResolveRevision(ctx, changes, chains, in.Revision)
@@ -326,8 +334,12 @@ func resolve(ctx context.Context, changes backupstore.Store, in ResolvePointInpu
 			p, err = changelog.ResolveTime(ctx, changes, chains, in.At, in.Now)
 		}
 		var nr *changelog.NotRestorable
+		if errors.As(err, &nr) && dropped > 0 {
+			nr.Reason += fmt.Sprintf(" (%d older chains were captured from etcd before it was restored into a new cluster; "+
+				"their revisions were numbered by that cluster, so kopsdr does not offer points in them)", dropped)
+		}
 		if !errors.As(err, &nr) || !nr.Ahead || !waitable(in) {
-			return chains, p, err
+			return all, p, err
 		}
 		activity.RecordHeartbeat(ctx, "waiting for capture to reach "+nr.Value)
 		select {

@@ -294,3 +294,35 @@ func hasBase(bs []Base, name string) bool {
 	}
 	return false
 }
+
+// CurrentCluster keeps the chains captured from the etcd cluster as it is
+// now: the one the most recently started chain was captured from. A restore
+// through etcd-manager makes a new cluster (a new id) whose revisions start
+// again near 1, so a revision, and the order of spans by revision, only
+// mean something within one cluster. Points in the clusters before are not
+// offered: refusing is better than replaying one cluster's changes onto
+// another's data. since is when the current cluster was first seen ended
+// another chain (zero when no chain ended with EndClusterChanged): full
+// backups older than that may be of the cluster before.
+func CurrentCluster(chains []ChainState) (current []ChainState, dropped int, since time.Time) {
+	if len(chains) == 0 {
+		return nil, 0, time.Time{}
+	}
+	newest := chains[0]
+	for _, c := range chains[1:] {
+		if c.Started.After(newest.Started) || (c.Started.Equal(newest.Started) && c.ID > newest.ID) {
+			newest = c
+		}
+	}
+	for _, c := range chains {
+		if c.ClusterID != newest.ClusterID {
+			dropped++
+			if c.End != nil && c.End.Reason == EndClusterChanged && c.End.At.After(since) {
+				since = c.End.At
+			}
+			continue
+		}
+		current = append(current, c)
+	}
+	return current, dropped, since
+}

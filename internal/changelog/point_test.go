@@ -238,3 +238,23 @@ func TestChainBeingRemovedStillReads(t *testing.T) {
 	require.Empty(t, chains[0].Segments)
 	require.EqualValues(t, 10, chains[0].LastRevision)
 }
+
+// TestCurrentClusterAfterARestore: after etcd-manager restores into a new
+// cluster, whose revisions start again below the old chain's, only the new
+// cluster's chains resolve points, and full backups older than the old
+// chain's end cannot be its bases.
+func TestCurrentClusterAfterARestore(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 11, 0, 0, 0, time.UTC)
+	old := changelog.ChainState{Chain: changelog.Chain{ID: "20261130T110000Z-r00000000000000000042", ClusterID: "d980", StartRevision: 42, Started: t0}}
+	old.End = &changelog.End{Reason: changelog.EndClusterChanged, LastRevision: 60, At: t0.Add(20 * time.Minute)}
+	restored := changelog.ChainState{Chain: changelog.Chain{ID: "20261130T112100Z-r00000000000000000031", ClusterID: "12ba", StartRevision: 31, Started: t0.Add(21 * time.Minute)}}
+
+	cur, dropped, since := changelog.CurrentCluster([]changelog.ChainState{restored, old}) // ListChains's order: by start revision
+	if len(cur) != 1 || cur[0].ID != restored.ID || dropped != 1 || !since.Equal(old.End.At) {
+		t.Fatalf("CurrentCluster = %v, %d, %s; want only the restored cluster's chain, 1 dropped, since %s", cur, dropped, since, old.End.At)
+	}
+	cur, dropped, since = changelog.CurrentCluster([]changelog.ChainState{old})
+	if len(cur) != 1 || dropped != 0 || !since.IsZero() {
+		t.Fatalf("one cluster: CurrentCluster = %v, %d, %s; want it kept whole", cur, dropped, since)
+	}
+}
