@@ -258,3 +258,28 @@ func TestCurrentClusterAfterARestore(t *testing.T) {
 		t.Fatalf("one cluster: CurrentCluster = %v, %d, %s; want it kept whole", cur, dropped, since)
 	}
 }
+
+// TestRetentionAfterARestoreKeepsTheNewClustersSegments: a full backup of
+// the cluster before a restore can sit in the new cluster's revision range;
+// retention must not drop the new chain's segments for it.
+func TestRetentionAfterARestoreKeepsTheNewClustersSegments(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 11, 0, 0, 0, time.UTC)
+	seg := func(first, last int64, obs time.Time) changelog.SegmentInfo {
+		return changelog.SegmentInfo{Key: fmt.Sprintf("seg-%d-%d", first, last), First: first, Last: last, LastObserved: obs, Bytes: 100}
+	}
+	old := changelog.ChainState{Chain: changelog.Chain{ID: "old", ClusterID: "d980", StartRevision: 42, Started: t0}}
+	old.LastRevision = 60
+	old.Segments = []changelog.SegmentInfo{seg(42, 60, t0.Add(10*time.Minute))}
+	old.End = &changelog.End{Reason: changelog.EndClusterChanged, LastRevision: 60, At: t0.Add(20 * time.Minute)}
+	restored := changelog.ChainState{Chain: changelog.Chain{ID: "new", ClusterID: "12ba", StartRevision: 31, Started: t0.Add(21 * time.Minute), BaseBackup: "new-base", BaseRevision: 30}}
+	restored.LastRevision = 80
+	restored.Segments = []changelog.SegmentInfo{seg(31, 40, t0.Add(22*time.Minute)), seg(41, 50, t0.Add(23*time.Minute)), seg(51, 80, t0.Add(90*time.Minute))}
+	// The safety backup of the old cluster, taken just before the restore,
+	// at revision 45: inside the new chain's range, but of another cluster.
+	backups := []changelog.Base{
+		{Backup: "safety", Revision: 45, UpTo: 45, Taken: t0.Add(15 * time.Minute)},
+		{Backup: "new-base", Revision: 30, UpTo: 30, Taken: t0.Add(21 * time.Minute)},
+	}
+	plan := changelog.PlanRetention([]changelog.ChainState{restored, old}, backups, time.Hour, t0.Add(85*time.Minute))
+	require.NotContains(t, plan.Segments, "seg-31-40", "the new chain's segments stay: its only base of its own cluster is its start")
+}

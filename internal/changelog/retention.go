@@ -35,7 +35,9 @@ type RetentionPlan struct {
 func PlanRetention(chains []ChainState, backups []Base, window time.Duration, now time.Time) RetentionPlan {
 	p := RetentionPlan{Cutoff: now.Add(-window).UTC()}
 	spans := Spans(chains)
+	current, _, since := CurrentCluster(chains)
 	for i, c := range chains {
+		backups := basesOfCluster(backups, since, len(current) > 0 && c.ClusterID == current[0].ClusterID)
 		span := spans[indexOfSpan(spans, c.ID)]
 		if span.To.Observed.Before(p.Cutoff) && c.End != nil && i < len(chains)-1 {
 			p.Chains = append(p.Chains, c.ID)
@@ -86,6 +88,23 @@ func PlanRetention(chains []ChainState, backups []Base, window time.Duration, no
 		p.Kept = append(p.Kept, fmt.Sprintf("%s: from backup %s (revision %d); %d older segments go", c.ID, base.Backup, base.Revision, n))
 	}
 	return p
+}
+
+// basesOfCluster keeps the full backups that can be of a chain's cluster:
+// after a restore made a new cluster (since, see CurrentCluster), those
+// taken since for its chains, those taken before for the older ones; a
+// chain's segments must never go for a base of another cluster.
+func basesOfCluster(backups []Base, since time.Time, current bool) []Base {
+	if since.IsZero() {
+		return backups
+	}
+	var out []Base
+	for _, b := range backups {
+		if b.Taken.Before(since) != current {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 func (p *RetentionPlan) trim(chain string, start int64) {
