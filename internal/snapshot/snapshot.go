@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/klauspost/pgzip"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
@@ -87,14 +88,16 @@ func Stream(ctx context.Context, cli *clientv3.Client, endpoint string, w io.Wri
 		return Result{}, fmt.Errorf("snapshot: etcd endpoint %s: %w", endpoint, err)
 	}
 	defer conn.Close()
-	mt := clientv3.NewMaintenanceFromMaintenanceClient(clientv3.RetryMaintenanceClient(cli, conn), cli)
-	resp, err := mt.SnapshotWithVersion(ctx)
+	// The RPC's messages go straight into the encoder. clientv3's
+	// Snapshot would pass each 32 KiB chunk through an io.Pipe and a
+	// goroutine first: a copy and two handoffs per chunk, measurable next to
+	// the bare stream (make bench).
+	stream, err := clientv3.RetryMaintenanceClient(cli, conn).Snapshot(ctx, &pb.SnapshotRequest{})
 	if err != nil {
-		return Result{}, fmt.Errorf("snapshot: etcd endpoint %s: %w", endpoint, err)
+		return Result{}, fmt.Errorf("snapshot: etcd endpoint %s: %w", endpoint, clientv3.ContextError(ctx, err))
 	}
-	defer resp.Snapshot.Close()
-
-	if err := enc.pump(resp.Snapshot); err != nil {
+	header, err := enc.pumpStream(ctx, stream)
+	if err != nil {
 		return Result{}, fmt.Errorf("snapshot: etcd endpoint %s: %w", endpoint, err)
 	}
 	res, err := enc.finish()
@@ -103,10 +106,41 @@ func Stream(ctx context.Context, cli *clientv3.Client, endpoint string, w io.Wri
 	}
 	res.Revision, res.EtcdVersion = st.Header.GetRevision(), st.Version
 	// Servers that fill the stream's header know the exact revision.
-	if resp.Header != nil && resp.Header.Revision > 0 {
-		res.Revision = resp.Header.Revision
+	if header != nil && header.Revision > 0 {
+		res.Revision = header.Revision
 	}
 	return res, nil
+}
+
+// pumpStream writes the blob of every message of a Snapshot stream into
+// the check and gzip, telling p about every progressEvery raw bytes, and
+// returns the first message's header.
+func (e *encoder) pumpStream(ctx context.Context, stream pb.Maintenance_SnapshotClient) (*pb.ResponseHeader, error) {
+	e.started = true
+	var header *pb.ResponseHeader
+	next := (e.raw.n/progressEvery + 1) * progressEvery
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return header, nil
+		}
+		if err != nil {
+			// As clientv3 would: a cancelled or expired ctx reads as itself.
+			return nil, fmt.Errorf("read after %d bytes: %w", e.raw.n, clientv3.ContextError(ctx, err))
+		}
+		if header == nil {
+			header = resp.GetHeader()
+		}
+		blob := resp.GetBlob()
+		e.raw.Write(blob) // never fails
+		if _, err := e.gz.Write(blob); err != nil {
+			return nil, fmt.Errorf("write: %w", err)
+		}
+		if e.p != nil && e.raw.n >= next {
+			e.p(e.raw.n, e.gzOut.n.Load())
+			next = e.raw.n + progressEvery
+		}
+	}
 }
 
 // encoder is what Stream and StreamFile share: it compresses a raw
