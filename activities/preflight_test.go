@@ -27,18 +27,9 @@ func TestPreflightHeartbeatsThroughout(t *testing.T) {
 	t.Cleanup(func() { preflightBeat = saved })
 
 	etcd := etcdtest.Start(t, 1)
-	etcdtest.Fill(t, etcd.Client(t), "/registry/configmaps/", 200, 4000)
-	store := "file://" + t.TempDir() + "/backups/main"
-	ctx := context.Background()
-	name := etcdmanager.BackupName(time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC), 1)
-	b := &Backup{}
-	up, err := b.UploadSnapshot(ctx, UploadInput{Store: store, Name: name, Etcd: etcd.ConnConfig()})
-	require.NoError(t, err)
-	_, err = b.FinalizeBackup(ctx, FinalizeInput{Store: store, Name: name, Upload: up, MemberCount: 1, Timestamp: time.Now()})
-	require.NoError(t, err)
-	st, err := backupstore.Open(ctx, store, backupstore.Options{})
-	require.NoError(t, err)
-	require.NoError(t, etcdmanager.WriteClusterSpec(ctx, st, etcdmanager.ClusterSpec{MemberCount: 1, EtcdVersion: up.EtcdVersion}))
+	dir := t.TempDir() + "/backups/main"
+	store := "file://" + dir
+	name, up := takeBackup(t, etcd, store, 200)
 
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestActivityEnvironment()
@@ -68,19 +59,9 @@ func TestPreflightHeartbeatsThroughout(t *testing.T) {
 // found there too).
 func TestPreflightChecksEveryBackupOnce(t *testing.T) {
 	etcd := etcdtest.Start(t, 1)
-	etcdtest.Fill(t, etcd.Client(t), "/registry/configmaps/", 100, 4000)
 	dir := t.TempDir() + "/backups/main"
 	store := "file://" + dir
-	ctx := context.Background()
-	name := etcdmanager.BackupName(time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC), 1)
-	b := &Backup{}
-	up, err := b.UploadSnapshot(ctx, UploadInput{Store: store, Name: name, Etcd: etcd.ConnConfig()})
-	require.NoError(t, err)
-	_, err = b.FinalizeBackup(ctx, FinalizeInput{Store: store, Name: name, Upload: up, MemberCount: 1, Timestamp: time.Now()})
-	require.NoError(t, err)
-	st, err := backupstore.Open(ctx, store, backupstore.Options{})
-	require.NoError(t, err)
-	require.NoError(t, etcdmanager.WriteClusterSpec(ctx, st, etcdmanager.ClusterSpec{MemberCount: 1, EtcdVersion: up.EtcdVersion}))
+	name, up := takeBackup(t, etcd, store, 100)
 
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestActivityEnvironment()
@@ -114,4 +95,23 @@ func TestPreflightChecksEveryBackupOnce(t *testing.T) {
 	require.NoError(t, os.Remove(dir+"/"+name+"/"+etcdmanager.KopsdrFile))
 	_, err = preflight()
 	require.ErrorContains(t, err, "is corrupt")
+}
+
+// takeBackup fills etcd with keys configmaps and backs it up into store as
+// kopsdr does (upload, then finalize), with a cluster spec beside it, as a
+// restore needs.
+func takeBackup(t *testing.T, etcd *etcdtest.Cluster, store string, keys int) (string, UploadResult) {
+	t.Helper()
+	etcdtest.Fill(t, etcd.Client(t), "/registry/configmaps/", keys, 4000)
+	ctx := context.Background()
+	name := etcdmanager.BackupName(time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC), 1)
+	b := &Backup{}
+	up, err := b.UploadSnapshot(ctx, UploadInput{Store: store, Name: name, Etcd: etcd.ConnConfig()})
+	require.NoError(t, err)
+	_, err = b.FinalizeBackup(ctx, FinalizeInput{Store: store, Name: name, Upload: up, MemberCount: 1, Timestamp: time.Now()})
+	require.NoError(t, err)
+	st, err := backupstore.Open(ctx, store, backupstore.Options{})
+	require.NoError(t, err)
+	require.NoError(t, etcdmanager.WriteClusterSpec(ctx, st, etcdmanager.ClusterSpec{MemberCount: 1, EtcdVersion: up.EtcdVersion}))
+	return name, up
 }

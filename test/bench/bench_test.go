@@ -167,11 +167,18 @@ func mib[N int64 | float64](n N) string { return fmt.Sprintf("%.0f MiB", float64
 // runChild runs one backup in a fresh process and returns what it measured.
 func runChild(b *testing.B, mode string, etcd *etcdtest.Cluster, s3 *s3test.Server, sizeMiB int, env ...string) result {
 	b.Helper()
+	return spawnChild(b, mode, etcd, s3, "s3://"+bucket+"/"+mode+"-"+strconv.Itoa(sizeMiB), b.TempDir(), env...)
+}
+
+// spawnChild runs this test binary again as a child measuring mode against
+// etcd and the store, and returns what it printed.
+func spawnChild(b *testing.B, mode string, etcd *etcdtest.Cluster, s3 *s3test.Server, store, tmp string, env ...string) result {
+	b.Helper()
 	cfg, _ := json.Marshal(etcd.ConnConfig())
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), s3.Env()...)
 	cmd.Env = append(cmd.Env, "KOPSDR_BENCH_CHILD="+mode, "KOPSDR_BENCH_ETCD="+string(cfg),
-		"KOPSDR_BENCH_STORE=s3://"+bucket+"/"+mode+"-"+strconv.Itoa(sizeMiB), "KOPSDR_BENCH_TMP="+b.TempDir())
+		"KOPSDR_BENCH_STORE="+store, "KOPSDR_BENCH_TMP="+tmp)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()

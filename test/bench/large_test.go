@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -220,21 +219,7 @@ type largeEnv struct {
 // steps of one size (runChild gives each child its own).
 func runLargeChild(b *testing.B, mode string, e largeEnv) result {
 	b.Helper()
-	cfg, _ := json.Marshal(e.etcd.ConnConfig())
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), e.s3.Env()...)
-	cmd.Env = append(cmd.Env, "KOPSDR_BENCH_CHILD="+mode, "KOPSDR_BENCH_ETCD="+string(cfg),
-		"KOPSDR_BENCH_STORE="+e.store, "KOPSDR_BENCH_TMP="+e.tmp)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		b.Fatalf("%s child: %v", mode, err)
-	}
-	var res result
-	if err := json.Unmarshal(out, &res); err != nil {
-		b.Fatalf("%s child printed %q: %v", mode, out, err)
-	}
-	return res
+	return spawnChild(b, mode, e.etcd, e.s3, e.store, e.tmp)
 }
 
 // uploadFile is where the upload child leaves its result for finalize,
