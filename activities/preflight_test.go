@@ -1,10 +1,14 @@
 package activities
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -114,4 +118,22 @@ func takeBackup(t *testing.T, etcd *etcdtest.Cluster, store string, keys int) (s
 	require.NoError(t, err)
 	require.NoError(t, etcdmanager.WriteClusterSpec(ctx, st, etcdmanager.ClusterSpec{MemberCount: 1, EtcdVersion: up.EtcdVersion}))
 	return name, up
+}
+
+// TestSHA256StreamMatchesOnePass: hashing on a second goroutine gives the
+// digest and length of hashing in one pass, for sizes around its buffers.
+func TestSHA256StreamMatchesOnePass(t *testing.T) {
+	for _, size := range []int{0, 1, 256<<10 - 1, 256 << 10, 256<<10 + 1, 5<<20 + 7} {
+		data := make([]byte, size)
+		for i := range data {
+			data[i] = byte(i*7 + i>>9)
+		}
+		n, sum, err := sha256Stream(iotest.HalfReader(bytes.NewReader(data)))
+		require.NoError(t, err)
+		want := sha256.Sum256(data)
+		require.Equal(t, int64(size), n)
+		require.Equal(t, hex.EncodeToString(want[:]), sum, "size %d", size)
+	}
+	_, _, err := sha256Stream(iotest.TimeoutReader(bytes.NewReader(make([]byte, 1<<20))))
+	require.ErrorIs(t, err, iotest.ErrTimeout, "a read error is returned, not hidden")
 }

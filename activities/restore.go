@@ -274,9 +274,42 @@ func chooseBackup(names []string, sel, field string) (string, error) {
 }
 
 // sha256Stream reads r to its end, returning its length and hex sha256.
+// r is read on the caller's goroutine (its progress callbacks need no
+// locking) and hashed on another, so reading the next buffer overlaps
+// hashing this one: the check takes about as long as the read alone.
 func sha256Stream(r io.Reader) (int64, string, error) {
+	const bufs, size = 4, 256 << 10
+	free, full := make(chan []byte, bufs), make(chan []byte, bufs)
+	for range bufs {
+		free <- make([]byte, size)
+	}
 	h := sha256.New()
-	n, err := io.CopyBuffer(h, r, make([]byte, 256<<10))
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for b := range full {
+			h.Write(b)
+			free <- b[:size]
+		}
+	}()
+	var n int64
+	var err error
+	for err == nil {
+		b := <-free
+		var k int
+		k, err = io.ReadFull(r, b)
+		n += int64(k)
+		if k > 0 {
+			full <- b[:k]
+		} else {
+			free <- b
+		}
+	}
+	close(full)
+	<-hashed
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		err = nil
+	}
 	return n, hex.EncodeToString(h.Sum(nil)), err
 }
 
