@@ -304,8 +304,10 @@ func listRuns(t testing.TB, ctx context.Context, tp *stack.Temporal, query strin
 	var out []*workflowpb.WorkflowExecutionInfo
 	var token []byte
 	for {
+		// Pages of 100: the SDK gives each call 10 s, and the test
+		// server's visibility store took longer for 1000 runs of a fleet.
 		r, err := tp.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-			Namespace: tp.Namespace, PageSize: 1000, NextPageToken: token, Query: query})
+			Namespace: tp.Namespace, PageSize: 100, NextPageToken: token, Query: query})
 		require.NoError(t, err, query)
 		out = append(out, r.GetExecutions()...)
 		if token = r.GetNextPageToken(); len(token) == 0 {
