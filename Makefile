@@ -52,7 +52,7 @@ test-short: ## Unit tests only, with -race
 
 # `make bench` results: every benchmark appends rows here, printed as one table at the end.
 BENCH_RESULTS ?= $(CURDIR)/$(BIN)/bench-results.jsonl
-# BENCH_8G=1 adds the 8 GB database to the large-database rows (about 10 more minutes).
+# BENCH_8G=1 adds the 8 GiB database to the large-database rows (about 25 more minutes, 16 GB of disk).
 BENCH_8G ?=
 
 bench: tools ## Print one table: backup vs bare snapshot vs by hand, large databases, a 1000-cluster fleet, three workers
