@@ -14,19 +14,10 @@ import (
 )
 
 func TestReadDailyRetention(t *testing.T) {
-	dir := t.TempDir()
-	require.NoError(t, os.MkdirAll(filepath.Join(dir, "c.example.com"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "c.example.com", "config"), []byte(`kind: Cluster
-metadata:
-  name: c.example.com
-spec:
-  etcdClusters:
-  - name: main
-    etcdMembers: [{name: a}]
-    manager: {backupRetentionDays: 30}
+	dir := kopsStateStore(t, `
   - name: events
     etcdMembers: [{name: a}]
-`), 0o644))
+`)
 	a := &Backup{}
 	ctx := context.Background()
 	r, err := a.ReadDailyRetention(ctx, RetentionInput{StateStore: "file://" + dir, Cluster: "c.example.com", EtcdCluster: "main"})
@@ -51,17 +42,7 @@ spec:
 // days ago goes under the spec's 30 days, though kops's default (90) and
 // the policy it was given would keep it.
 func TestRetainAndPruneReadsTheDailyRetention(t *testing.T) {
-	dir := t.TempDir()
-	require.NoError(t, os.MkdirAll(filepath.Join(dir, "c.example.com"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "c.example.com", "config"), []byte(`kind: Cluster
-metadata:
-  name: c.example.com
-spec:
-  etcdClusters:
-  - name: main
-    etcdMembers: [{name: a}]
-    manager: {backupRetentionDays: 30}
-`), 0o644))
+	dir := kopsStateStore(t, "")
 	backups := filepath.Join(dir, "c.example.com", "backups", "etcd", "main")
 	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 	old := etcdmanager.BackupName(now.Add(-40*24*time.Hour), 1)
@@ -83,4 +64,22 @@ spec:
 	require.NoError(t, err)
 	assert.Equal(t, []string{old}, res.Pruned, "30 days from the spec prune it")
 	assert.Contains(t, res.Rule, "30 days from the cluster spec")
+}
+
+// kopsStateStore is a state-store folder holding c.example.com's cluster
+// spec: main keeps daily backups 30 days, then whatever more etcd clusters
+// more lists.
+func kopsStateStore(t *testing.T, more string) string {
+	t.Helper()
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "c.example.com"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "c.example.com", "config"), []byte(`kind: Cluster
+metadata:
+  name: c.example.com
+spec:
+  etcdClusters:
+  - name: main
+    etcdMembers: [{name: a}]
+    manager: {backupRetentionDays: 30}`+more), 0o644))
+	return dir
 }
