@@ -34,18 +34,16 @@ $(TOOLS)/versitygw:
 $(TOOLS)/temporal:
 	GOBIN=$(TOOLS) $(GO) install $(TEMPORAL_CLI)
 
-# Unit packages run under the race detector; the packages under test/ link
-# the Temporal server (minutes to build with -race), so they run without it.
+# Unit packages run under the race detector (test/run has the same list);
+# the packages under test/ link the Temporal server (minutes to build with
+# -race), so they run without it.
 UNIT_PKGS := ./internal/... ./workflows/... ./activities/... ./starter/... ./worker/...
 
-# timed runs one step and prints its wall time (build and run), so CI's
-# output says what dominates.
-timed = echo "+ $(2)"; s=$$(date +%s); $(2); rc=$$?; echo "make test: $(1) took $$(( $$(date +%s) - s )) s"; exit $$rc
-
+# test/run runs vet, then the unit tests, the other test/ packages and
+# test/e2e in four shards all at once (the end-to-end tests mostly wait), and
+# prints each lane's output and wall time.
 test: tools rules-check ## Run every test against real Temporal, etcd, S3 and Docker (unit tests with -race)
-	@$(call timed,vet,$(GO) vet ./...)
-	@$(call timed,unit tests (-race),$(GO) test -race $(TEST_FLAGS) $(UNIT_PKGS))
-	@$(call timed,end-to-end tests,$(GO) test $(TEST_FLAGS) ./test/...)
+	GO=$(GO) ./test/run
 
 test-short: ## Unit tests only, with -race
 	$(GO) test -race -short $(UNIT_PKGS)

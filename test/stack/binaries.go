@@ -22,11 +22,22 @@ var (
 	buildErr  error
 )
 
+// PrebuiltEnv names a folder that already holds kopsdr-worker and kopsdr,
+// built from this checkout. test/run sets it: it runs the end-to-end tests
+// as several processes, and each would otherwise link the worker (which
+// embeds the Temporal server: the heaviest link of all) again.
+const PrebuiltEnv = "KOPSDR_TEST_BIN"
+
 // Binaries builds kopsdr-worker and kopsdr once per test binary (the Go build
-// cache makes repeat runs cheap) and returns the folder holding them.
+// cache makes repeat runs cheap), or takes them from $KOPSDR_TEST_BIN, and
+// returns the folder holding them.
 func Binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
+		if dir := os.Getenv(PrebuiltEnv); dir != "" {
+			binDir, buildErr = prebuilt(dir)
+			return
+		}
 		binDir, buildErr = os.MkdirTemp("", "kopsdr-bin-")
 		if buildErr != nil {
 			return
@@ -46,6 +57,17 @@ func Binaries(t testing.TB) string {
 		t.Fatal(buildErr)
 	}
 	return binDir
+}
+
+// prebuilt checks that dir holds both binaries, so that a wrong
+// KOPSDR_TEST_BIN fails once, saying so, instead of in every test.
+func prebuilt(dir string) (string, error) {
+	for _, name := range []string{"kopsdr-worker", "kopsdr"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			return "", fmt.Errorf("%s=%s: %w (build them with make build, or unset it)", PrebuiltEnv, dir, err)
+		}
+	}
+	return filepath.Abs(dir)
 }
 
 // moduleRoot is the folder of go.mod, found from this source file.
