@@ -18,7 +18,7 @@ import (
 
 	"github.com/kopsdr/kopsdr/internal/restart"
 	"github.com/kopsdr/kopsdr/test/containerdtest"
-	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 )
 
 // The sleeper image is built once per test binary and removed by TestMain.
@@ -48,10 +48,10 @@ func TestMain(m *testing.M) {
 // sleeper image on first use.
 func docker(t *testing.T) (*client.Client, restart.Target) {
 	t.Helper()
-	cli := stack.Docker(t)
+	cli := testenv.Docker(t)
 	imageOnce.Do(func() {
 		bin := containerdtest.BuildStatic(t, sleeperPkg)
-		stack.BuildScratchImage(t, cli, imageTag, map[string]string{"/sleeper": bin}, "/sleeper")
+		testenv.BuildScratchImage(t, cli, imageTag, map[string]string{"/sleeper": bin}, "/sleeper")
 		imageOK = true
 	})
 	if !imageOK {

@@ -19,7 +19,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
-	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 )
 
 // imageRepo is the local image name of the stand-in; the tag is a hash of
@@ -69,7 +69,7 @@ func simImage(t testing.TB, cli *client.Client) string {
 	if _, err := cli.ImageInspect(context.Background(), tag); err == nil {
 		return tag
 	}
-	stack.BuildScratchImage(t, cli, tag, map[string]string{"/etcdmanager-sim": path}, "/etcdmanager-sim")
+	testenv.BuildScratchImage(t, cli, tag, map[string]string{"/etcdmanager-sim": path}, "/etcdmanager-sim")
 	pruneOldImages(cli, tag)
 	return tag
 }

@@ -8,7 +8,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 
 	"github.com/kopsdr/kopsdr/test/masters"
-	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 )
 
 // TestKubeletEmulation pins down how containers come back, which kopsdr's
@@ -17,8 +17,8 @@ import (
 // is left alone, and a stopped master stays down until started again.
 func TestKubeletEmulation(t *testing.T) {
 	c := masters.Start(t, masters.Options{})
-	docker := stack.Docker(t)
-	ctx := stack.Context(t, 2*time.Minute)
+	docker := testenv.Docker(t)
+	ctx := testenv.Context(t, 2*time.Minute)
 	a, b := c.Masters[0], c.Masters[1]
 
 	// Restarted in place by Docker: running again before the kubelet looks.

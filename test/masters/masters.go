@@ -38,7 +38,7 @@ import (
 
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/test/etcdtest"
-	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 )
 
 // The two etcd clusters of a kops cluster.
@@ -137,7 +137,7 @@ const (
 func Start(t testing.TB, o Options) *Cluster {
 	t.Helper()
 	o.Defaults()
-	cli := stack.Docker(t)
+	cli := testenv.Docker(t)
 	image := simImage(t, cli)
 
 	id := randomHex(4)

@@ -17,7 +17,7 @@ import (
 
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/test/masters"
-	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 )
 
 // TestRestoreByKillingEtcdManagers does by hand what kopsdr automates:
@@ -33,7 +33,7 @@ func TestRestoreByKillingEtcdManagers(t *testing.T) {
 	// cluster (seen in CI, with the e2e package running beside it). Real
 	// etcd-manager waits 20-35 s; 20 s leaves every peer in time.
 	c := masters.Start(t, masters.Options{WithAPIServer: true, RestoreDelay: 20 * time.Second, LeaseRenew: 2 * time.Second})
-	ctx := stack.Context(t, 3*time.Minute)
+	ctx := testenv.Context(t, 3*time.Minute)
 	mainCli, eventsCli := c.Client(t, masters.Main), c.Client(t, masters.Events)
 
 	// The state at backup time: objects, the master leases of three masters
@@ -77,7 +77,7 @@ func TestRestoreByKillingEtcdManagers(t *testing.T) {
 	}
 
 	// Kill them all together, as the runbook says (docker kill).
-	docker := stack.Docker(t)
+	docker := testenv.Docker(t)
 	killed := c.Containers(t)
 	start := time.Now()
 	var wg sync.WaitGroup

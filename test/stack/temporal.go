@@ -6,7 +6,6 @@ package stack
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/kopsdr/kopsdr/internal/searchattr"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/worker/registry"
 	"github.com/kopsdr/kopsdr/workflows"
 )
@@ -70,23 +70,12 @@ func (tp *Temporal) ConnFlags() []string {
 	return []string{"--address", tp.Address, "--namespace", tp.Namespace}
 }
 
-// Context is a test context bounded by a timeout and the test's deadline.
-func Context(t testing.TB, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// RequireAll reports whether missing tools must fail tests instead of
-// skipping them: .ci/run sets KOPSDR_REQUIRE_ALL=1.
-func RequireAll() bool { return os.Getenv("KOPSDR_REQUIRE_ALL") == "1" }
-
-// SkipOrFail skips the test, or fails it when RequireAll.
-func SkipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if RequireAll() {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
+// What stack's users also need from the machine lives in testenv, which
+// does not link the Temporal server.
+var (
+	Context           = testenv.Context
+	RequireAll        = testenv.RequireAll
+	SkipOrFail        = testenv.SkipOrFail
+	Docker            = testenv.Docker
+	BuildScratchImage = testenv.BuildScratchImage
+)

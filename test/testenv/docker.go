@@ -1,4 +1,8 @@
-package stack
+// Package testenv is what tests need from the machine without the Temporal
+// server: the Docker engine, images built FROM scratch, bounded contexts and
+// the skip-or-fail rule for missing tools. test/stack adds the Temporal server
+// on top; packages that import only this one link in seconds, not minutes.
+package testenv
 
 import (
 	"archive/tar"
@@ -82,4 +86,25 @@ func jsonArray(ss []string) string {
 		out += fmt.Sprintf("%q", s)
 	}
 	return out + "]"
+}
+
+// Context is a test context bounded by a timeout and the test's deadline.
+func Context(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// RequireAll reports whether missing tools must fail tests instead of
+// skipping them: .ci/run sets KOPSDR_REQUIRE_ALL=1.
+func RequireAll() bool { return os.Getenv("KOPSDR_REQUIRE_ALL") == "1" }
+
+// SkipOrFail skips the test, or fails it when RequireAll.
+func SkipOrFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if RequireAll() {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
 }
