@@ -196,6 +196,15 @@ func TestWorkersShareAndSurviveAKill(t *testing.T) {
 				if h.workflowID != b.id || h.activityID != s.activityID {
 					continue
 				}
+				if s.worker == victim && s.attempt == 1 {
+					// It finished between the last look and the kill (a
+					// loaded machine widens that gap): the victim reported
+					// it done before SIGKILL landed, so there was nothing
+					// to retry. Exactly once still holds; the stores below
+					// check it.
+					t.Logf("history: %s of %s finished by %s before the kill", s.activity, b.id, s.worker)
+					continue
+				}
 				require.NotEqual(t, victim, s.worker, "%s of %s", s.activity, b.id)
 				require.Contains(t, workers, s.worker)
 				require.GreaterOrEqual(t, s.attempt, int32(2), "%s of %s was retried", s.activity, b.id)
@@ -207,6 +216,7 @@ func TestWorkersShareAndSurviveAKill(t *testing.T) {
 			}
 		}
 	}
+	require.NotEmpty(t, retryAfter, "at least one of the killed worker's activities was retried elsewhere")
 	for _, h := range held {
 		found := false
 		for _, s := range activityStarts(t, ctx, tp, h.workflowID) {

@@ -236,10 +236,15 @@ func (k *kubelet) startContainer(ctx context.Context, p *pod) error {
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", name, err)
 	}
-	p.attempt, p.current, p.names = attempt, created.ID, append(p.names, name)
 	if err := k.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		// The dead container may have come back and hold the port: a
+		// ContainerRestart whose start came later than the delay, as on a
+		// loaded machine. Undo the attempt, so that the next check sees
+		// the current container running and leaves it alone.
+		_ = k.cli.ContainerRemove(context.WithoutCancel(ctx), created.ID, container.RemoveOptions{Force: true})
 		return fmt.Errorf("start container %s: %w", name, err)
 	}
+	p.attempt, p.current, p.names = attempt, created.ID, append(p.names, name)
 	return nil
 }
 
