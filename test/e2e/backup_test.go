@@ -28,6 +28,7 @@ import (
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 	"github.com/kopsdr/kopsdr/test/s3test"
 	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 )
 
@@ -74,7 +75,7 @@ func TestClusterBackupWritesEtcdManagerFormat(t *testing.T) {
 	s3 := s3test.StartGoFakeS3(t, bucket)
 	s3.Setenv(t)
 	k := startKopsCluster(t, 3)
-	ctx := stack.Context(t, 3*time.Minute)
+	ctx := testenv.Context(t, 3*time.Minute)
 
 	in := k.backupInput("s3://" + bucket)
 	run, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "backup/" + k.name, TaskQueue: temporalconn.TaskQueue}, workflows.ClusterBackup, in)

@@ -14,6 +14,7 @@ import (
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 	"github.com/kopsdr/kopsdr/test/s3test"
 	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 )
 
@@ -48,7 +49,7 @@ func TestBackupBadInput(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := stack.Context(t, 2*time.Minute)
+			ctx := testenv.Context(t, 2*time.Minute)
 			in := good
 			tc.mutate(&in)
 			run, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: temporalconn.TaskQueue}, workflows.EtcdBackup, in)
@@ -79,7 +80,7 @@ func TestBackupDeniedBucket(t *testing.T) {
 	t.Setenv("S3_SECRET_ACCESS_KEY", "not-the-secret")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
 	etcd := etcdtest.Start(t, 1)
-	ctx := stack.Context(t, 2*time.Minute)
+	ctx := testenv.Context(t, 2*time.Minute)
 	store := "s3://" + bucket + "/c/backups/etcd/main"
 	run, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: temporalconn.TaskQueue}, workflows.EtcdBackup,
 		workflows.EtcdBackupInput{Cluster: "c", EtcdCluster: "main", BackupStore: store, Endpoints: etcd.Endpoints,
@@ -98,7 +99,7 @@ func TestBackupDeniedBucket(t *testing.T) {
 
 func requireStoreEmpty(t *testing.T, url string) {
 	t.Helper()
-	ctx := stack.Context(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 	st, err := backupstore.Open(ctx, url, backupstore.Options{})
 	require.NoError(t, err)
 	objs, err := st.List(ctx, "")

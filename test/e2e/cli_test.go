@@ -28,6 +28,7 @@ import (
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 	"github.com/kopsdr/kopsdr/test/s3test"
 	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 )
 
@@ -72,7 +73,7 @@ func TestScheduleFiresAndBacksUp(t *testing.T) {
 	s3 := s3test.StartGoFakeS3(t, bucket)
 	s3.Setenv(t)
 	k := startKopsCluster(t, 1)
-	ctx := stack.Context(t, 3*time.Minute)
+	ctx := testenv.Context(t, 3*time.Minute)
 	cli := func(args ...string) string {
 		t.Helper()
 		stdout, stderr, err := stack.Run(t, filepath.Join(bin, "kopsdr"), s3.Env(), append(tp.ConnFlags(), args...)...)
@@ -135,7 +136,7 @@ func TestWorkerKilledMidUpload(t *testing.T) {
 	env := append(s3srv.Env(), "S3_ENDPOINT="+slow)
 	etcd := etcdtest.Start(t, 1)
 	putRandom(t, etcd, "/registry/secrets/", 12, 1<<20) // ~12 MiB that gzip cannot shrink: two parts
-	ctx := stack.Context(t, 5*time.Minute)
+	ctx := testenv.Context(t, 5*time.Minute)
 
 	w1 := stack.StartProc(t, filepath.Join(bin, "kopsdr-worker"), env, tp.ConnFlags()...)
 	w1.WaitOutput(t, "kopsdr worker started", time.Minute)

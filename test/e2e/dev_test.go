@@ -21,6 +21,7 @@ import (
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 	"github.com/kopsdr/kopsdr/test/s3test"
 	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 )
 
@@ -61,7 +62,7 @@ func TestDevModeSurvivesRestart(t *testing.T) {
 	c, err := client.Dial(client.Options{HostPort: addr})
 	require.NoError(t, err)
 	defer c.Close()
-	ctx := stack.Context(t, time.Minute)
+	ctx := testenv.Context(t, time.Minute)
 	var found bool
 	require.Eventually(t, func() bool {
 		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: "default"})
@@ -87,10 +88,10 @@ func TestDevModeSurvivesRestart(t *testing.T) {
 // static binary, as docker-compose does, and runs it on the machine's engine.
 func TestWorkerImageFromScratch(t *testing.T) {
 	bin := stack.Binaries(t)
-	cli := stack.Docker(t)
-	ctx := stack.Context(t, 3*time.Minute)
+	cli := testenv.Docker(t)
+	ctx := testenv.Context(t, 3*time.Minute)
 	tag := "kopsdr-worker:test"
-	stack.BuildScratchImage(t, cli, tag, map[string]string{"/kopsdr-worker": filepath.Join(bin, "kopsdr-worker")}, "/kopsdr-worker")
+	testenv.BuildScratchImage(t, cli, tag, map[string]string{"/kopsdr-worker": filepath.Join(bin, "kopsdr-worker")}, "/kopsdr-worker")
 	created, err := cli.ContainerCreate(ctx, &container.Config{Image: tag, Cmd: []string{"--help"}}, nil, nil, nil, "")
 	require.NoError(t, err)
 	defer cli.ContainerRemove(context.Background(), created.ID, container.RemoveOptions{Force: true})
@@ -136,7 +137,7 @@ func TestDevModeResumesAfterCrash(t *testing.T) {
 	c, err := client.Dial(client.Options{HostPort: addr})
 	require.NoError(t, err)
 	defer c.Close()
-	ctx := stack.Context(t, 5*time.Minute)
+	ctx := testenv.Context(t, 5*time.Minute)
 	in := workflows.EtcdBackupInput{Cluster: "dev.example.com", EtcdCluster: "main", BackupStore: "s3://" + bucket + "/dev",
 		Endpoints: etcd.Endpoints, BackupOptions: tlsOf(etcd.ConnConfig())}
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "backup/dev.example.com/main/crash", TaskQueue: temporalconn.TaskQueue},

@@ -28,6 +28,7 @@ import (
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 	"github.com/kopsdr/kopsdr/test/s3test"
 	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
@@ -46,7 +47,7 @@ func TestRestoreDrills(t *testing.T) {
 	s3.Setenv(t)
 	k := startKopsCluster(t, 3)
 	putKubernetesBasics(t, k.main.Client(t))
-	ctx := stack.Context(t, 4*time.Minute)
+	ctx := testenv.Context(t, 4*time.Minute)
 
 	run, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "backup/" + k.name, TaskQueue: temporalconn.TaskQueue},
 		workflows.ClusterBackup, k.backupInput("s3://"+bucket))
@@ -151,7 +152,7 @@ func TestDrillSurvivesWorkerKill(t *testing.T) {
 	putRandom(t, etcd, "/registry/secrets/", 8, 1<<20) // ~8 MiB gzip cannot shrink: 8 s at 1 MiB/s
 	tmp := t.TempDir()
 	env := append(s3srv.Env(), "TMPDIR="+tmp)
-	ctx := stack.Context(t, 5*time.Minute)
+	ctx := testenv.Context(t, 5*time.Minute)
 	kopsdr := func(args ...string) string {
 		t.Helper()
 		stdout, stderr, err := stack.Run(t, filepath.Join(bin, "kopsdr"), s3srv.Env(), append(tp.ConnFlags(), args...)...)

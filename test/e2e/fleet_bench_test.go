@@ -25,6 +25,7 @@ import (
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 	"github.com/kopsdr/kopsdr/test/s3test"
 	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
@@ -65,7 +66,7 @@ func BenchmarkFleet(b *testing.B) {
 	for range fleetEtcds {
 		etcds = append(etcds, etcdtest.Start(b, 1, etcdtest.WithCerts(certs)))
 	}
-	ctx := stack.Context(b, 30*time.Minute)
+	ctx := testenv.Context(b, 30*time.Minute)
 
 	// Every schedule fires at fireAt: an hourly interval whose offset is
 	// fireAt's place in the hour. The starter's spec builder lives in
@@ -250,7 +251,7 @@ func BenchmarkFleetBurst(b *testing.B) {
 	s3srv := s3test.StartVersityGW(b, bucket)
 	e := etcdtest.Start(b, 1)
 	etcdtest.Fill(b, e.Client(b), "/registry/configmaps/burst/", 10000, 2048) // 20 MiB
-	ctx := stack.Context(b, 20*time.Minute)
+	ctx := testenv.Context(b, 20*time.Minute)
 	for _, bound := range []int{0, activities.DefaultMaxConcurrentBackups} {
 		w := stack.StartProc(b, filepath.Join(bin, "kopsdr-worker"), s3srv.Env(),
 			append(tp.ConnFlags(), "--max-concurrent-backups", strconv.Itoa(bound))...)

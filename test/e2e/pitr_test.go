@@ -26,6 +26,7 @@ import (
 	"github.com/kopsdr/kopsdr/test/masters"
 	"github.com/kopsdr/kopsdr/test/s3test"
 	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
@@ -61,7 +62,7 @@ func TestPointInTimeCheckpoints(t *testing.T) {
 	k := startKopsCluster(t, 3)
 	cli := k.main.Client(t)
 	putKubernetesBasics(t, cli)
-	ctx := stack.Context(t, 12*time.Minute)
+	ctx := testenv.Context(t, 12*time.Minute)
 	state := "s3://" + bucket
 	conn := k.main.ConnConfig()
 	capIn := api.ChangeCaptureInput{Cluster: k.name, StateStore: state, Endpoints: k.main.Endpoints,
@@ -366,7 +367,7 @@ func waitDurable(t *testing.T, ctx context.Context, s backupstore.Store, rev int
 // second. Capture notices the restored cluster and starts a new chain.
 func TestPointInTimeRestore(t *testing.T) {
 	f := newRestoreFixture(t, true)
-	ctx := stack.Context(t, 8*time.Minute)
+	ctx := testenv.Context(t, 8*time.Minute)
 	capIn := api.ChangeCaptureInput{Cluster: f.c.Name, BackupStore: f.c.MainStore, Endpoints: f.c.MainEndpoints,
 		CACert: f.c.CACert, Cert: f.c.ClientCert, Key: f.c.ClientKey, Interval: "1s"}
 	stores, err := capIn.Stores()

@@ -22,6 +22,7 @@ import (
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 	"github.com/kopsdr/kopsdr/test/s3test"
 	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 )
 
@@ -43,7 +44,7 @@ func TestReportAndRuns(t *testing.T) {
 	// One small etcd plays main and events of every cluster.
 	etcd := etcdtest.Start(t, 1)
 	etcdtest.Fill(t, etcd.Client(t), "/registry/pods/default/", 20, 256)
-	ctx := stack.Context(t, 3*time.Minute)
+	ctx := testenv.Context(t, 3*time.Minute)
 	state := "s3://" + bucket
 	tls := tlsOf(etcd.ConnConfig())
 

@@ -17,6 +17,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/test/masters"
 	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 )
 
@@ -56,7 +57,7 @@ func TestRestoreFromCLI(t *testing.T) {
 	require.Contains(t, stderr, "already running")
 
 	kopsdr("approve", id, "--by", "carol", "--comment", "drill")
-	ctx := stack.Context(t, 4*time.Minute)
+	ctx := testenv.Context(t, 4*time.Minute)
 	var res workflows.EtcdManagerRestoreResult
 	require.NoError(t, f.tp.Client.GetWorkflow(ctx, id, "").Get(ctx, &res))
 	require.Equal(t, "carol", res.Approval.By)
@@ -73,7 +74,7 @@ func TestRestoreFromCLI(t *testing.T) {
 func TestRestoreWorkerKilledAfterEachStep(t *testing.T) {
 	bin := stack.Binaries(t)
 	f := newRestoreFixture(t, false)
-	ctx := stack.Context(t, 10*time.Minute)
+	ctx := testenv.Context(t, 10*time.Minute)
 	commands := watchCommands(t, ctx, f)
 	startWorker := func() *stack.Proc { return startWorkerProc(t, bin, f.tp) }
 	w := startWorker()

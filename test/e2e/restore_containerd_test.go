@@ -20,6 +20,7 @@ import (
 	"github.com/kopsdr/kopsdr/test/sshtest"
 	"github.com/kopsdr/kopsdr/test/stack"
 	"github.com/kopsdr/kopsdr/test/tcpproxy"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
@@ -67,7 +68,7 @@ func newCtrdFixture(t *testing.T, worker bool) *ctrdFixture {
 
 	seedBeforeBackup(t, &f.c.Etcd)
 	f.backups[cmasters.Main], f.backups[cmasters.Events] = f.c.Backup(t, cmasters.Main), f.c.Backup(t, cmasters.Events)
-	changeAfterBackup(t, stack.Context(t, 3*time.Minute), &f.c.Etcd)
+	changeAfterBackup(t, testenv.Context(t, 3*time.Minute), &f.c.Etcd)
 	return f
 }
 
@@ -140,7 +141,7 @@ func (f *ctrdFixture) requireRestored(t *testing.T, ctx context.Context) {
 // the kubelet's replacements, the wait and the lease clean-up.
 func TestContainerdRestoreOverSSH(t *testing.T) {
 	f := newCtrdFixture(t, true)
-	ctx := stack.Context(t, 5*time.Minute)
+	ctx := testenv.Context(t, 5*time.Minute)
 	in := f.input()
 	in.Approve = true
 	run := f.start(t, ctx, in)
@@ -194,7 +195,7 @@ func TestContainerdRestorePreflightRefuses(t *testing.T) {
 		}, []string{"cannot connect", "security groups"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ctx := stack.Context(t, 4*time.Minute)
+			ctx := testenv.Context(t, 4*time.Minute)
 			in := f.input()
 			in.DryRun = true
 			c.change(&in)
@@ -248,7 +249,7 @@ func closedAddr(t *testing.T) string {
 func TestContainerdRestoreSurvivesWorkerKillsAndDroppedSSH(t *testing.T) {
 	bin := stack.Binaries(t)
 	f := newCtrdFixture(t, false)
-	ctx := stack.Context(t, 10*time.Minute)
+	ctx := testenv.Context(t, 10*time.Minute)
 	startWorker := func() *stack.Proc { return startWorkerProc(t, bin, f.tp) }
 	w := startWorker()
 	in := f.input()

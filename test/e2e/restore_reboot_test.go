@@ -11,6 +11,7 @@ import (
 	"github.com/kopsdr/kopsdr/test/fakeec2"
 	"github.com/kopsdr/kopsdr/test/masters"
 	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
@@ -40,7 +41,7 @@ func TestEtcdManagerRestoreByReboot(t *testing.T) {
 		in.Masters[i] = api.MasterInput{Name: m.Node, Runtime: api.RuntimeReboot, InstanceID: id, IP: m.IP}
 	}
 	in.Approve = true
-	ctx := stack.Context(t, 6*time.Minute)
+	ctx := testenv.Context(t, 6*time.Minute)
 	run := f.start(t, ctx, in)
 	var res workflows.EtcdManagerRestoreResult
 	require.NoError(t, run.Get(ctx, &res), c.Timeline())

@@ -18,7 +18,7 @@ import (
 	"github.com/kopsdr/kopsdr/activities"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/test/masters"
-	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 )
 
 // TestRestoreDetectsMemberLeftBehind: master b's Docker loses every kill of
@@ -33,7 +33,7 @@ import (
 // says how to fix it.
 func TestRestoreDetectsMemberLeftBehind(t *testing.T) {
 	f := newRestoreFixture(t, true)
-	ctx := stack.Context(t, 8*time.Minute)
+	ctx := testenv.Context(t, 8*time.Minute)
 	b := f.c.Masters[1]
 	eventsB := f.c.Container(t, b.Node, masters.Events)
 
@@ -99,7 +99,7 @@ func TestRestoreDetectsMemberLeftBehind(t *testing.T) {
 // refuses every kill of container (a name) until open is set.
 func killBlockingProxy(t *testing.T, socket, container string, open *atomic.Bool, refused *atomic.Int32) string {
 	t.Helper()
-	cli := stack.Docker(t)
+	cli := testenv.Docker(t)
 	in, err := cli.ContainerInspect(context.Background(), container)
 	require.NoError(t, err)
 	proxy := &httputil.ReverseProxy{

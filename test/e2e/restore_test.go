@@ -20,6 +20,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/test/masters"
 	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
@@ -46,7 +47,7 @@ func newRestoreFixture(t *testing.T, worker bool) *restoreFixture {
 	if worker {
 		f.tp.StartWorker(t)
 	}
-	ctx := stack.Context(t, 3*time.Minute)
+	ctx := testenv.Context(t, 3*time.Minute)
 	seedBeforeBackup(t, &f.c.Etcd)
 	for _, m := range f.c.Masters { // live apiservers have written their keys
 		require.Eventually(t, func() bool { return f.get(t, ctx, masters.MasterLeaseKey(m.IP)) != nil }, 30*time.Second, 200*time.Millisecond)
@@ -139,7 +140,7 @@ func (f *restoreFixture) status(ctx context.Context, run client.WorkflowRun) wor
 // requireUntouched checks nothing was queued and no container restarted.
 func (f *restoreFixture) requireUntouched(t *testing.T) {
 	t.Helper()
-	ctx := stack.Context(t, time.Minute)
+	ctx := testenv.Context(t, time.Minute)
 	for _, ec := range []string{masters.Main, masters.Events} {
 		cmds, err := etcdmanager.ListCommands(ctx, f.c.Store(t, ec))
 		require.NoError(t, err)
@@ -156,7 +157,7 @@ func (f *restoreFixture) requireUntouched(t *testing.T) {
 // an Update, and checks data, leases, commands and restarts.
 func TestEtcdManagerRestore(t *testing.T) {
 	f := newRestoreFixture(t, true)
-	ctx := stack.Context(t, 5*time.Minute)
+	ctx := testenv.Context(t, 5*time.Minute)
 	run := f.start(t, ctx, f.input())
 
 	require.Eventually(t, func() bool { return f.status(ctx, run).Plan != nil && f.status(ctx, run).Step != "preflight" }, time.Minute, 200*time.Millisecond)
@@ -228,7 +229,7 @@ func (f *restoreFixture) requireCommandsConsumed(t *testing.T, ctx context.Conte
 // changes nothing; a rejected restore ends changing nothing.
 func TestEtcdManagerRestoreDryRunAndReject(t *testing.T) {
 	f := newRestoreFixture(t, true)
-	ctx := stack.Context(t, 3*time.Minute)
+	ctx := testenv.Context(t, 3*time.Minute)
 	in := f.input()
 	in.DryRun = true
 	var res workflows.EtcdManagerRestoreResult
@@ -260,7 +261,7 @@ func TestEtcdManagerRestoreDryRunAndReject(t *testing.T) {
 // end the restore before anything is written.
 func TestEtcdManagerRestorePreflightRefuses(t *testing.T) {
 	f := newRestoreFixture(t, true)
-	ctx := stack.Context(t, 5*time.Minute)
+	ctx := testenv.Context(t, 5*time.Minute)
 	store := f.c.Store(t, masters.Main)
 
 	// A corrupt copy of the real backup: same meta, one data byte flipped.
@@ -315,7 +316,7 @@ func TestEtcdManagerRestoreTimeoutShowsLogs(t *testing.T) {
 	f.c = masters.Start(t, masters.Options{WithAPIServer: true, RestoreDelay: time.Minute})
 	f.tp.StartWorker(t)
 	f.backups[masters.Main], f.backups[masters.Events] = f.c.Backup(t, masters.Main), f.c.Backup(t, masters.Events)
-	ctx := stack.Context(t, 3*time.Minute)
+	ctx := testenv.Context(t, 3*time.Minute)
 	in := f.input()
 	in.Approve, in.NoSafetyBackup, in.RestoreTimeout = true, true, "10s"
 	err := f.start(t, ctx, in).Get(ctx, nil)

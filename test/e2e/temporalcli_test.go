@@ -21,7 +21,7 @@ import (
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 	"github.com/kopsdr/kopsdr/test/fakeec2"
 	"github.com/kopsdr/kopsdr/test/s3test"
-	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
@@ -103,7 +103,7 @@ func TestREADMETemporalCLI(t *testing.T) {
 	// backups and later changes for a restore to undo.
 	f := newRestoreFixture(t, true)
 	r := &tcliRunner{bin: bin, tp: f.tp, home: t.TempDir()}
-	ctx := stack.Context(t, 10*time.Minute)
+	ctx := testenv.Context(t, 10*time.Minute)
 
 	t.Run("search attributes", func(t *testing.T) {
 		// What an operator runs once per namespace (workflows/api), with

@@ -19,6 +19,7 @@ import (
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 	"github.com/kopsdr/kopsdr/test/fakeec2"
 	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 )
 
@@ -30,7 +31,7 @@ func TestVolumeSnapshotThreeMasters(t *testing.T) {
 	vs := startVolStack(t)
 	vs.startWorker(t)
 	vs.seed(false, "")
-	ctx := stack.Context(t, 3*time.Minute)
+	ctx := testenv.Context(t, 3*time.Minute)
 	vs.ec2.InjectFault(fakeec2.Fault{Action: "CreateSnapshot", Code: "RequestLimitExceeded", Times: 3})
 	vs.ec2.InjectFault(fakeec2.Fault{Action: "CreateSnapshot", Code: "InternalError", AfterEffect: true})
 
@@ -94,7 +95,7 @@ func TestVolumeRestoreTagsAndZones(t *testing.T) {
 	vs.startWorker(t)
 	vs.seed(false, "")
 	vs.writeSpec(t, noEncryption)
-	ctx := stack.Context(t, 3*time.Minute)
+	ctx := testenv.Context(t, 3*time.Minute)
 	set := vs.snapshotSet(t, ctx, workflows.VolumeSnapshotInput{})
 	etcd := etcdtest.Start(t, 3) // stands in for the restored etcd main
 	ec := etcd.ConnConfig()
@@ -192,7 +193,7 @@ func TestVolumeRestoreKeepsKMSKey(t *testing.T) {
 	vs.startWorker(t)
 	vs.seed(true, kmsKeyA)
 	vs.writeSpec(t, func(string) string { return "      encryptedVolume: true\n      kmsKeyId: " + kmsKeyA + "\n" })
-	ctx := stack.Context(t, 3*time.Minute)
+	ctx := testenv.Context(t, 3*time.Minute)
 	set := vs.snapshotSet(t, ctx, workflows.VolumeSnapshotInput{})
 	for _, ref := range set.Snapshots {
 		require.True(t, ref.Encrypted)
@@ -239,7 +240,7 @@ func TestVolumeRestoreRefusals(t *testing.T) {
 	vs.startWorker(t)
 	vs.seed(true, kmsKeyA)
 	vs.writeSpec(t, noEncryption) // the spec forgot encryptedVolume
-	ctx := stack.Context(t, 3*time.Minute)
+	ctx := testenv.Context(t, 3*time.Minute)
 	set := vs.snapshotSet(t, ctx, workflows.VolumeSnapshotInput{})
 
 	// Unencrypted snapshots of the encrypted volumes, as an old Lambda took
@@ -307,7 +308,7 @@ func TestVolumeRestoreThrottled(t *testing.T) {
 	vs.startWorker(t)
 	vs.seed(false, "")
 	vs.writeSpec(t, noEncryption)
-	ctx := stack.Context(t, 4*time.Minute)
+	ctx := testenv.Context(t, 4*time.Minute)
 	vs.snapshotSet(t, ctx, workflows.VolumeSnapshotInput{})
 
 	for _, a := range []string{"DescribeVolumes", "DescribeSnapshots", "DescribeInstances", "CreateVolume", "CreateTags", "DeleteTags", "RebootInstances"} {
@@ -340,7 +341,7 @@ func TestVolumeRestoreWorkerKilled(t *testing.T) {
 	vs := startVolStack(t)
 	vs.seed(false, "")
 	vs.writeSpec(t, noEncryption)
-	ctx := stack.Context(t, 6*time.Minute)
+	ctx := testenv.Context(t, 6*time.Minute)
 	proxy := startGateProxy(t, vs.ec2.URL())
 
 	w := vs.startWorkerProc(t, proxy.srv.URL)
@@ -410,7 +411,7 @@ func TestVolumeRestoreCompensation(t *testing.T) {
 	vs.startWorker(t)
 	vs.seed(false, "")
 	vs.writeSpec(t, noEncryption)
-	ctx := stack.Context(t, 3*time.Minute)
+	ctx := testenv.Context(t, 3*time.Minute)
 	vs.snapshotSet(t, ctx, workflows.VolumeSnapshotInput{})
 	vs.ec2.InjectFault(fakeec2.Fault{Action: "RebootInstances", Code: "UnauthorizedOperation", Times: fakeec2.Always})
 
@@ -454,7 +455,7 @@ func TestVolumeRestoreApprovalPaths(t *testing.T) {
 	vs.startWorker(t)
 	vs.seed(false, "")
 	vs.writeSpec(t, noEncryption)
-	ctx := stack.Context(t, 3*time.Minute)
+	ctx := testenv.Context(t, 3*time.Minute)
 	vs.snapshotSet(t, ctx, workflows.VolumeSnapshotInput{})
 	before := len(mutatingCalls(vs.ec2))
 
@@ -491,7 +492,7 @@ func TestVolumeRestoreRefusesSecondRestore(t *testing.T) {
 	vs.startWorker(t)
 	vs.seed(false, "")
 	vs.writeSpec(t, noEncryption)
-	ctx := stack.Context(t, 2*time.Minute)
+	ctx := testenv.Context(t, 2*time.Minute)
 	vs.snapshotSet(t, ctx, workflows.VolumeSnapshotInput{})
 	run := vs.startRestore(t, ctx, restoreInput(vs))
 	vs.waitStep(t, ctx, run, "awaiting approval")
@@ -516,7 +517,7 @@ func TestVolumeWorkflowsFromJSON(t *testing.T) {
 	vs.startWorker(t)
 	vs.seed(false, "")
 	vs.writeSpec(t, noEncryption)
-	ctx := stack.Context(t, 2*time.Minute)
+	ctx := testenv.Context(t, 2*time.Minute)
 	for _, tc := range []struct{ workflow, id, input string }{
 		{"VolumeSnapshot", workflows.VolumeSnapshotWorkflowID(volCluster), readmeSnapshotInput},
 		{"VolumeRestore", workflows.RestoreWorkflowID(volCluster), strings.Replace(readmeRestoreInput, "%s", vs.stateStore, 1)},
@@ -537,7 +538,7 @@ func TestVolumeSnapshotSchedule(t *testing.T) {
 	vs := startVolStack(t)
 	vs.startWorker(t)
 	vs.seed(false, "")
-	ctx := stack.Context(t, 2*time.Minute)
+	ctx := testenv.Context(t, 2*time.Minute)
 	id := workflows.VolumeSnapshotWorkflowID(volCluster)
 	h, err := vs.tp.Client.ScheduleClient().Create(ctx, client.ScheduleOptions{
 		ID: id, Spec: client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: 3 * time.Second}}},

@@ -34,6 +34,7 @@ import (
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 	"github.com/kopsdr/kopsdr/test/s3test"
 	"github.com/kopsdr/kopsdr/test/stack"
+	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/workflows"
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
@@ -60,7 +61,7 @@ func TestWorkersShareAndSurviveAKill(t *testing.T) {
 	k := startKopsCluster(t, 3)
 	etcdtest.Fill(t, k.main.Client(t), "/registry/configmaps/fleet/", 10000, 2048) // 20 MiB
 	etcdtest.Fill(t, k.events.Client(t), "/registry/events/fleet/", 4000, 1024)    // 4 MiB
-	ctx := stack.Context(t, 5*time.Minute)
+	ctx := testenv.Context(t, 5*time.Minute)
 
 	// Three workers, at most 6 activities each: twelve uploads at once
 	// need at least two of them.

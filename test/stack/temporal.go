@@ -1,7 +1,7 @@
-// Package stack is kopsdr's test stack: a real Temporal server in process,
-// kopsdr's own binaries built once per test run, and the machine's Docker
-// engine. Etcd and S3 live in test/etcdtest and test/s3test, EC2 in
-// test/fakeec2.
+// Package stack is kopsdr's test stack: a real Temporal server in process
+// and kopsdr's own binaries built once per test run. The machine's Docker
+// engine and the skip-or-fail rule are in test/testenv, etcd and S3 in
+// test/etcdtest and test/s3test, EC2 in test/fakeec2.
 package stack
 
 import (
@@ -15,7 +15,6 @@ import (
 
 	"github.com/kopsdr/kopsdr/internal/searchattr"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
-	"github.com/kopsdr/kopsdr/test/testenv"
 	"github.com/kopsdr/kopsdr/worker/registry"
 	"github.com/kopsdr/kopsdr/workflows"
 )
@@ -69,13 +68,3 @@ func (tp *Temporal) StartWorker(t testing.TB) worker.Worker {
 func (tp *Temporal) ConnFlags() []string {
 	return []string{"--address", tp.Address, "--namespace", tp.Namespace}
 }
-
-// What stack's users also need from the machine lives in testenv, which
-// does not link the Temporal server.
-var (
-	Context           = testenv.Context
-	RequireAll        = testenv.RequireAll
-	SkipOrFail        = testenv.SkipOrFail
-	Docker            = testenv.Docker
-	BuildScratchImage = testenv.BuildScratchImage
-)
