@@ -34,14 +34,14 @@ $(TOOLS)/versitygw:
 $(TOOLS)/temporal:
 	GOBIN=$(TOOLS) $(GO) install $(TEMPORAL_CLI)
 
-# Unit packages run under the race detector (test/run has the same list);
-# the packages under test/ link the Temporal server (minutes to build with
-# -race), so they run without it.
+# Unit packages, for test-short. test/run keeps the same list, and runs
+# them under the race detector but for the two that link the Temporal server
+# (minutes to build with -race), as the packages under test/ do.
 UNIT_PKGS := ./internal/... ./workflows/... ./activities/... ./starter/... ./worker/...
 
-# test/run runs vet, then the unit tests, the other test/ packages and
-# test/e2e in four shards all at once (the end-to-end tests mostly wait), and
-# prints each lane's output and wall time.
+# test/run builds test/e2e first, then runs it in four shards at once with
+# vet, the unit tests and the other packages (the end-to-end tests mostly
+# wait), and prints each lane's output and wall time.
 test: tools rules-check ## Run every test against real Temporal, etcd, S3 and Docker (unit tests with -race)
 	GO=$(GO) ./test/run
 
