@@ -3,7 +3,9 @@ package cmasters
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -141,12 +143,18 @@ func (c *Cluster) logOnFailure(t testing.TB) {
 	}
 	t.Logf("cmasters: timeline:\n%s", c.Timeline())
 	for _, p := range c.Kubelet.Pods() {
-		b, err := os.ReadFile(p.LogPath)
-		if err != nil {
-			t.Logf("cmasters: log of %s attempt %d: %v", p.Name, p.Attempt, err)
-			continue
+		// Every attempt's log, not only the current one's: the cause is
+		// often in an attempt that exited before (the kubelet keeps them
+		// as 0.log, 1.log, ... beside the current one).
+		for attempt := 0; attempt <= p.Attempt; attempt++ {
+			path := filepath.Join(filepath.Dir(p.LogPath), strconv.Itoa(attempt)+".log")
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Logf("cmasters: log of %s attempt %d: %v", p.Name, attempt, err)
+				continue
+			}
+			lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+			t.Logf("cmasters: log of %s attempt %d (last lines):\n%s", p.Name, attempt, strings.Join(lines[max(0, len(lines)-60):], "\n"))
 		}
-		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		t.Logf("cmasters: log of %s attempt %d (last lines):\n%s", p.Name, p.Attempt, strings.Join(lines[max(0, len(lines)-60):], "\n"))
 	}
 }
