@@ -20,6 +20,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/inputerr"
 	"github.com/kopsdr/kopsdr/test/etcdtest"
+	"github.com/kopsdr/kopsdr/test/loopback"
 )
 
 func TestValidate(t *testing.T) {
@@ -84,7 +85,7 @@ func TestNewTLSCluster(t *testing.T) {
 	c := etcdtest.Start(t, 3)
 	cfg := c.ConnConfig()
 	// A member that is down does not stop New: one answering member is enough.
-	cfg.Endpoints = append([]string{deadEndpoint(t, "https")}, cfg.Endpoints...)
+	cfg.Endpoints = append([]string{"https://" + loopback.Refused(t)}, cfg.Endpoints...)
 	cfg.DialTimeout = 2 * time.Second
 
 	cli, err := etcdconn.New(context.Background(), cfg)
@@ -108,7 +109,7 @@ func TestNewTLSCluster(t *testing.T) {
 func TestNewUnreachable(t *testing.T) {
 	c := etcdtest.Start(t, 1) // only for its certs
 	cfg := c.ConnConfig()
-	a, b := deadEndpoint(t, "https"), deadEndpoint(t, "https")
+	a, b := "https://"+loopback.Refused(t), "https://"+loopback.Refused(t)
 	cfg.Endpoints = []string{a, b}
 	cfg.DialTimeout = 500 * time.Millisecond
 
@@ -183,13 +184,4 @@ func TestUnreachable(t *testing.T) {
 	} {
 		assert.Equal(t, tc.want, etcdconn.Unreachable(tc.err), "%v", tc.err)
 	}
-}
-
-// deadEndpoint returns a URL on a port nothing listens on.
-func deadEndpoint(t *testing.T, scheme string) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return scheme + "://" + addr
 }

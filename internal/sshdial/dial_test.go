@@ -21,6 +21,7 @@ import (
 
 	"github.com/kopsdr/kopsdr/internal/inputerr"
 	"github.com/kopsdr/kopsdr/internal/sshdial"
+	"github.com/kopsdr/kopsdr/test/loopback"
 	"github.com/kopsdr/kopsdr/test/sshtest"
 )
 
@@ -123,7 +124,7 @@ func TestJumpHost(t *testing.T) {
 	})
 	t.Run("master down", func(t *testing.T) {
 		c := c
-		c.Address = closedPort(t)
+		c.Address = loopback.Refused(t)
 		e := dialErr[*sshdial.UnreachableError](t, context.Background(), c)
 		wantIn(t, e.Error(), "the jump host could not connect", "security groups let the jump host reach it")
 	})
@@ -277,7 +278,7 @@ func TestAgent(t *testing.T) {
 }
 
 func TestUnreachable(t *testing.T) {
-	c := sshdial.Config{Address: closedPort(t), KeyFile: sshtest.Start(t, sshtest.Options{}).KeyFile,
+	c := sshdial.Config{Address: loopback.Refused(t), KeyFile: sshtest.Start(t, sshtest.Options{}).KeyFile,
 		KnownHosts: "/nonexistent/known_hosts"}
 	e := dialErr[*sshdial.UnreachableError](t, context.Background(), c)
 	if !sshdial.Retryable(e) {
@@ -341,17 +342,6 @@ func TestCancelDuringHandshake(t *testing.T) {
 		e := dialErr[*sshdial.UnreachableError](t, ctx, c)
 		wantIn(t, e.Error(), "no SSH answer within")
 	})
-}
-
-// closedPort is a 127.0.0.1 address nothing listens on.
-func closedPort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return addr
 }
 
 // silentPort completes TCP handshakes and never says a word, as a hung

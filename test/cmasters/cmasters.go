@@ -36,6 +36,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/restart"
 	"github.com/kopsdr/kopsdr/test/containerdtest"
 	"github.com/kopsdr/kopsdr/test/etcdtest"
+	"github.com/kopsdr/kopsdr/test/loopback"
 	"github.com/kopsdr/kopsdr/test/masters"
 )
 
@@ -139,17 +140,20 @@ func Start(t testing.TB, o Options) *Cluster {
 // memberPorts are one member's ports on 127.0.0.1.
 type memberPorts struct{ client, peer, quarantine int }
 
-// allocatePorts reserves distinct free ports for every member.
+// allocatePorts keeps distinct ports for every member until the test ends
+// (test/loopback). The quarantine port is bound only when a restore starts,
+// minutes later, and every member binds its ports again after each
+// restart: a port that was merely free when the test began can meanwhile
+// be taken by another process, and the member then fails to start.
 func (c *Cluster) allocatePorts(t testing.TB) map[string][]memberPorts {
 	t.Helper()
 	n := c.opts.Masters
-	free := masters.HostPorts(t, 2*3*n)
+	free := loopback.Ports(t, 2*3*n)
 	out := map[string][]memberPorts{}
 	for j, ec := range []string{Main, Events} {
 		for i := range n {
 			k := 3 * (j*n + i)
-			atoi := func(s string) int { v, _ := strconv.Atoi(s); return v }
-			out[ec] = append(out[ec], memberPorts{client: atoi(free[k]), peer: atoi(free[k+1]), quarantine: atoi(free[k+2])})
+			out[ec] = append(out[ec], memberPorts{client: free[k], peer: free[k+1], quarantine: free[k+2]})
 		}
 	}
 	return out

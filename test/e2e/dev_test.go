@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/test/etcdtest"
+	"github.com/kopsdr/kopsdr/test/loopback"
 	"github.com/kopsdr/kopsdr/test/s3test"
 	"github.com/kopsdr/kopsdr/test/stack"
 	"github.com/kopsdr/kopsdr/test/testenv"
@@ -33,7 +33,8 @@ func TestDevModeSurvivesRestart(t *testing.T) {
 	s3 := s3test.StartGoFakeS3(t, bucket)
 	etcd := etcdtest.Start(t, 1)
 	dataDir := t.TempDir()
-	port, uiPort := freePort(t), freePort(t)
+	ports := loopback.Ports(t, 2)
+	port, uiPort := ports[0], ports[1]
 	args := []string{"--dev", "--data-dir", dataDir, "--dev-port", fmt.Sprint(port), "--ui-port", fmt.Sprint(uiPort)}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 
@@ -109,13 +110,6 @@ func TestWorkerImageFromScratch(t *testing.T) {
 	require.Contains(t, string(out), "kopsdr-worker [flags]")
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestDevModeResumesAfterCrash kills `kopsdr-worker --dev` (server and worker
 // in one process) while a backup uploads over a slow link, starts it again
 // on the same data dir, and requires the status query to answer and the
@@ -128,7 +122,7 @@ func TestDevModeResumesAfterCrash(t *testing.T) {
 	etcd := etcdtest.Start(t, 1)
 	putRandom(t, etcd, "/registry/secrets/", 24, 1<<20) // ~24 MiB: most of half a minute on the slow link
 	dataDir := t.TempDir()
-	port := freePort(t)
+	port := loopback.Ports(t, 1)[0]
 	args := []string{"--dev", "--data-dir", dataDir, "--dev-port", fmt.Sprint(port), "--ui-port", "-1"}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 

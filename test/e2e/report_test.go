@@ -20,6 +20,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/test/etcdtest"
+	"github.com/kopsdr/kopsdr/test/loopback"
 	"github.com/kopsdr/kopsdr/test/s3test"
 	"github.com/kopsdr/kopsdr/test/stack"
 	"github.com/kopsdr/kopsdr/test/testenv"
@@ -62,7 +63,7 @@ func TestReportAndRuns(t *testing.T) {
 	noEtcd := tls
 	noEtcd.MaxAttempts = 1
 	failed := start("backup/a.test/main/unreachable", workflows.EtcdBackup, workflows.EtcdBackupInput{Cluster: "a.test", EtcdCluster: "main", StateStore: state,
-		Endpoints: []string{"https://" + closedAddr(t)}, BackupOptions: noEtcd})
+		Endpoints: []string{"https://" + loopback.Refused(t)}, BackupOptions: noEtcd})
 	results := map[string]workflows.ClusterBackupResult{}
 	for c, run := range backups {
 		var res workflows.ClusterBackupResult
@@ -262,13 +263,13 @@ func TestReportAndRuns(t *testing.T) {
 	assert.True(t, rows["b.test/main"].Stale)
 
 	// Temporal down: the store alone still makes the report, and says so.
-	rows, code = report("--address", closedAddr(t), "--state-store", state)
+	rows, code = report("--address", loopback.Refused(t), "--state-store", state)
 	require.Equal(t, exitStale, code)
 	assert.False(t, rep.Temporal.Reachable)
 	assert.Len(t, rep.Clusters, 3)
 	assert.Nil(t, rep.Clusters[0].BackupSchedule)
 	assert.False(t, rows["a.test/main"].Stale)
-	stdout, _, code = cli("report", "--address", closedAddr(t), "--state-store", state, "--cluster", "a.test")
+	stdout, _, code = cli("report", "--address", loopback.Refused(t), "--state-store", state, "--cluster", "a.test")
 	assert.Zero(t, code)
 	assert.Contains(t, stdout, "schedules and runs are not shown")
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/test/cmasters"
 	"github.com/kopsdr/kopsdr/test/containerdtest"
+	"github.com/kopsdr/kopsdr/test/loopback"
 	"github.com/kopsdr/kopsdr/test/masters"
 	"github.com/kopsdr/kopsdr/test/sshtest"
 	"github.com/kopsdr/kopsdr/test/stack"
@@ -191,7 +191,7 @@ func TestContainerdRestorePreflightRefuses(t *testing.T) {
 			in.Masters[1].Containerd = "unix:///run/kopsdr-test-no-such/containerd.sock"
 		}, []string{"cannot open unix socket /run/kopsdr-test-no-such/containerd.sock", "systemctl status containerd"}},
 		{"unreachable ssh port", func(in *workflows.EtcdManagerRestoreInput) {
-			in.Masters[1].SSH = b.User + "@" + closedAddr(t)
+			in.Masters[1].SSH = b.User + "@" + loopback.Refused(t)
 		}, []string{"cannot connect", "security groups"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -231,15 +231,6 @@ func (f *ctrdFixture) knownHostsWith(t *testing.T, i int, other *sshtest.Server)
 	p := filepath.Join(t.TempDir(), "known_hosts")
 	require.NoError(t, os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"+string(swapped)), 0o600))
 	return p
-}
-
-// closedAddr is a 127.0.0.1 address nothing listens on.
-func closedAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
 }
 
 // TestContainerdRestoreSurvivesWorkerKillsAndDroppedSSH kills the worker

@@ -21,6 +21,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/test/etcdtest"
+	"github.com/kopsdr/kopsdr/test/loopback"
 )
 
 // These tests run three stand-ins in this process on loopback ports, so the
@@ -49,7 +50,7 @@ func startSims(t *testing.T, restoreDelay time.Duration) *simCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports := freePorts(t, 9)
+	ports := loopback.Ports(t, 9)
 	var peers []Peer
 	for i, name := range []string{"a", "b", "c"} {
 		peers = append(peers, Peer{Name: name, URL: fmt.Sprintf("http://127.0.0.1:%d", ports[3+i])})
@@ -365,18 +366,4 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
 }

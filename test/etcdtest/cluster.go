@@ -7,7 +7,6 @@ package etcdtest
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/kopsdr/kopsdr/internal/etcdconn"
+	"github.com/kopsdr/kopsdr/test/loopback"
 )
 
 // startTimeout bounds waiting for a cluster to elect a leader and serve.
@@ -101,8 +101,9 @@ func Start(t testing.TB, members int, opts ...Option) *Cluster {
 
 // start does the work for Start and StartFromSnapshot. prepare, when set,
 // fills each member's data dir before etcd starts (used for restores).
-// Ports are picked by asking the kernel for free ones, which another process
-// can grab before etcd binds them; a few attempts make that race harmless.
+// Each member's ports stay kept for it until the test ends (test/loopback),
+// so no other process takes them, neither before etcd first binds them nor
+// while RestartMember brings a member back.
 func start(t testing.TB, members int, o options, prepare func(c *Cluster, m *Member) error) *Cluster {
 	t.Helper()
 	if members != 1 && members != 3 {
@@ -121,24 +122,16 @@ func start(t testing.TB, members int, o options, prepare func(c *Cluster, m *Mem
 		}
 		c.Certs, c.CACert, c.ClientCert, c.ClientKey = *certs, certs.CACert, certs.ClientCert, certs.ClientKey
 	}
-	var lastErr error
-	for attempt := 1; attempt <= 3; attempt++ {
-		lastErr = c.boot(filepath.Join(base, fmt.Sprintf("try%d", attempt)), members, prepare)
-		if lastErr == nil {
-			t.Cleanup(c.stopAll)
-			return c
-		}
+	if err := c.boot(t, base, members, prepare); err != nil {
 		c.stopAll()
-		if !strings.Contains(lastErr.Error(), "address already in use") {
-			break
-		}
+		t.Fatalf("etcdtest: start %d-member cluster: %v", members, err)
 	}
-	t.Fatalf("etcdtest: start %d-member cluster: %v", members, lastErr)
-	return nil
+	t.Cleanup(c.stopAll)
+	return c
 }
 
 // boot lays out the members under dir, starts them all and waits for them.
-func (c *Cluster) boot(dir string, members int, prepare func(*Cluster, *Member) error) error {
+func (c *Cluster) boot(t testing.TB, dir string, members int, prepare func(*Cluster, *Member) error) error {
 	scheme := "http"
 	if c.opts.tls {
 		scheme = "https"
@@ -148,10 +141,7 @@ func (c *Cluster) boot(dir string, members int, prepare func(*Cluster, *Member) 
 	c.token = fmt.Sprintf("etcdtest-%d", time.Now().UnixNano())
 	c.Members, c.Endpoints = nil, nil
 	for i := range members {
-		ports, err := freePorts(2)
-		if err != nil {
-			return err
-		}
+		ports := loopback.Ports(t, 2)
 		m := &Member{
 			Name:      fmt.Sprintf("m%d", i),
 			Dir:       filepath.Join(dir, fmt.Sprintf("m%d", i)),
@@ -361,26 +351,6 @@ func (c *Cluster) Sync(t testing.TB, i int) {
 	if _, err := c.MemberClient(t, i).Get(ctx, "\x00", clientv3.WithCountOnly()); err != nil {
 		t.Fatalf("etcdtest: sync member %d: %v", i, err)
 	}
-}
-
-// freePorts asks the kernel for n distinct free ports on 127.0.0.1.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 func mustURL(s string) url.URL {

@@ -22,7 +22,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -38,6 +37,7 @@ import (
 
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/test/etcdtest"
+	"github.com/kopsdr/kopsdr/test/loopback"
 	"github.com/kopsdr/kopsdr/test/testenv"
 )
 
@@ -297,19 +297,16 @@ func (c *Cluster) logContainers(t testing.TB, ctx context.Context) {
 	}
 }
 
-// HostPorts reserves n free ports on 127.0.0.1 for the published client
-// ports. They are fixed per pod, because kopsdr is given the endpoints
-// once and the kubelet's replacement containers must keep them.
+// HostPorts keeps n ports on 127.0.0.1 for the published client ports
+// until t ends (see test/loopback: docker-proxy binds them with
+// SO_REUSEADDR, and no one else can take them while a container restarts).
+// They are fixed per pod, because kopsdr is given the endpoints once and
+// the kubelet's replacement containers must keep them.
 func HostPorts(t testing.TB, n int) []string {
 	t.Helper()
 	var ports []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("masters: free port: %v", err)
-		}
-		defer l.Close()
-		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	for _, p := range loopback.Ports(t, n) {
+		ports = append(ports, strconv.Itoa(p))
 	}
 	return ports
 }

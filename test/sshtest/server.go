@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/kopsdr/kopsdr/test/loopback"
 )
 
 // SSHD is the daemon Start runs. sshd re-executes itself for every
@@ -90,19 +92,13 @@ func Start(t testing.TB, opts Options) *Server {
 	s.log = filepath.Join(s.Dir, "sshd.log")
 	s.writeKeys(t, opts.UserKey)
 
-	// A free port can be taken by someone else between our probe and
-	// sshd's bind on a shared machine: try a few.
-	for attempt := 1; ; attempt++ {
-		s.Port = freePort(t)
-		s.Addr = net.JoinHostPort(s.Host, strconv.Itoa(s.Port))
-		s.writeConfig(t, opts)
-		err := s.run(t)
-		if err == nil {
-			break
-		}
-		if attempt == 3 {
-			t.Fatalf("sshtest: sshd did not start: %v\n%s", err, s.LogTail(30))
-		}
+	// The port stays ours until the test ends (sshd binds with
+	// SO_REUSEADDR; see test/loopback), so no other process takes it first.
+	s.Port = loopback.Ports(t, 1)[0]
+	s.Addr = net.JoinHostPort(s.Host, strconv.Itoa(s.Port))
+	s.writeConfig(t, opts)
+	if err := s.run(t); err != nil {
+		t.Fatalf("sshtest: sshd did not start: %v\n%s", err, s.LogTail(30))
 	}
 	s.KnownHosts = s.writeKnownHosts(t, "known_hosts", s.HostKey)
 	return s
@@ -194,16 +190,6 @@ func speaksSSH(addr string) bool {
 	buf := make([]byte, 4)
 	n, _ := c.Read(buf)
 	return bytes.Equal(buf[:n], []byte("SSH-"))
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("sshtest: free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // LogTail is the last n lines of sshd's log, for failure messages.
