@@ -71,7 +71,7 @@ func TestDescribeVolumesFilters(t *testing.T) {
 }
 
 func TestDescribeSnapshotsAndInstancesFilters(t *testing.T) {
-	s := Start(t)
+	s, _ := startManual(t) // "creating" and "pending" stay so while the test looks
 	c := s.Client(t)
 	masters, main := etcdFleet(s)
 	s.AddInstance(Instance{State: "stopped", Tags: map[string]string{"k8s.io/role/master": "1"}})

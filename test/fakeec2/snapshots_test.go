@@ -78,7 +78,7 @@ func TestSnapshotProgressRisesWithTime(t *testing.T) {
 }
 
 func TestSnapshotWaiterFailsOnErrorState(t *testing.T) {
-	s := Start(t)
+	s, _ := startManual(t) // "creating" and "pending" stay so while the test looks
 	c := s.Client(t)
 	id := s.AddSnapshot(Snapshot{State: "pending"})
 	require.True(t, s.SetSnapshotState(id, "error"))
@@ -91,7 +91,7 @@ func TestSnapshotWaiterFailsOnErrorState(t *testing.T) {
 }
 
 func TestCreateSnapshotRefusesWhatEC2Refuses(t *testing.T) {
-	s := Start(t)
+	s, _ := startManual(t) // "creating" and "pending" stay so while the test looks
 	c := s.Client(t)
 	creating := s.AddVolume(Volume{State: "creating"})
 	vol := s.AddVolume(Volume{})

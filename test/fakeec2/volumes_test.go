@@ -117,7 +117,7 @@ func TestCreateVolumeStaysCreatingUntilTheDelayPasses(t *testing.T) {
 }
 
 func TestCreateVolumeRefusesWhatEC2Refuses(t *testing.T) {
-	s := Start(t)
+	s, _ := startManual(t) // "creating" and "pending" stay so while the test looks
 	c := s.Client(t)
 	snap := s.AddSnapshot(Snapshot{VolumeSize: 20})
 	pending := s.AddSnapshot(Snapshot{State: "pending"})
