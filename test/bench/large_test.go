@@ -82,7 +82,7 @@ func init() {
 // turns) whatever b.N is: one 2 GiB round takes minutes, and memory, the
 // point here, does not vary between runs.
 func BenchmarkLargeDatabases(b *testing.B) {
-	s3 := s3test.StartVersityGW(b, bucket)
+	s3 := startS3(b)
 	peaks := map[string][]float64{} // mode -> peak RSS per size, in order
 	var sizes []string
 	for _, size := range largeSizes() {

@@ -6,6 +6,8 @@ package s3test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"go/build"
 	"net"
@@ -14,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,11 +28,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/kopsdr/kopsdr/test/loopback"
 )
 
 // Server is one running S3 endpoint and the root credentials for it.
 type Server struct {
-	Endpoint  string // http://127.0.0.1:PORT
+	Endpoint  string // http://127.0.0.1:PORT, or https:// with CABundle
+	CABundle  string // PEM file of the CA an https Endpoint's certificate is signed by
 	Region    string
 	AccessKey string
 	SecretKey string
@@ -76,10 +82,27 @@ const VersityGWVersion = "v1.8.0"
 // VersityGWInstall is the command that installs the binary StartVersityGW runs.
 const VersityGWInstall = "GOTOOLCHAIN=local go install github.com/versity/versitygw/cmd/versitygw@" + VersityGWVersion
 
-// StartVersityGW runs `versitygw posix` on a free 127.0.0.1 port with its
-// data in t.TempDir() and waits until it answers. Without the binary it
-// skips, or fails when KOPSDR_REQUIRE_ALL=1.
+// StartVersityGW runs `versitygw posix` on a 127.0.0.1 port kept for the
+// test (test/loopback) with its data in t.TempDir(), and waits until it
+// answers. Without the binary it skips, or fails when KOPSDR_REQUIRE_ALL=1.
 func StartVersityGW(t testing.TB, buckets ...string) *Server {
+	t.Helper()
+	return startVersity(t, nil, buckets)
+}
+
+// TLSFiles are PEM files: the CA that signed Cert, and Cert and Key, for
+// 127.0.0.1 (etcdtest.GenerateCerts writes such a set).
+type TLSFiles struct{ CA, Cert, Key string }
+
+// StartVersityGWTLS is StartVersityGW serving HTTPS with files, as AWS S3
+// endpoints do: the SDK then sends payloads unsigned with a CRC32 trailer
+// instead of hashing them for the signature. Env and Client trust files.CA.
+func StartVersityGWTLS(t testing.TB, files TLSFiles, buckets ...string) *Server {
+	t.Helper()
+	return startVersity(t, &files, buckets)
+}
+
+func startVersity(t testing.TB, files *TLSFiles, buckets []string) *Server {
 	t.Helper()
 	bin := findVersityGW()
 	if bin == "" {
@@ -89,24 +112,17 @@ func StartVersityGW(t testing.TB, buckets ...string) *Server {
 		}
 		t.Skip(msg)
 	}
-	dataDir := t.TempDir()
 	s := &Server{Region: testRegion, AccessKey: testAccessKey, SecretKey: testSecretKey}
-	// Picking a port and handing it over races with other processes; a
-	// gateway that loses the race exits at once, so try a few ports.
-	var lastErr error
-	for range 3 {
-		addr, err := freeAddr()
-		if err != nil {
-			t.Fatalf("finding a free port: %v", err)
-		}
-		if lastErr = startVersityGW(t, bin, addr, dataDir, s); lastErr == nil {
-			s.Endpoint = "http://" + addr
-			s.createBuckets(t, buckets)
-			return s
-		}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(loopback.Ports(t, 1)[0]))
+	s.Endpoint = "http://" + addr
+	if files != nil {
+		s.Endpoint, s.CABundle = "https://"+addr, files.CA
 	}
-	t.Fatalf("starting versitygw: %v", lastErr)
-	return nil
+	if err := startVersityGW(t, bin, addr, t.TempDir(), s, files); err != nil {
+		t.Fatalf("starting versitygw: %v", err)
+	}
+	s.createBuckets(t, buckets)
+	return s
 }
 
 func findVersityGW() string {
@@ -122,26 +138,15 @@ func findVersityGW() string {
 	return ""
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 // startVersityGW starts the gateway and returns once it answers HTTP, or
 // with an error (and the process reaped) if it exits or never answers.
-func startVersityGW(t testing.TB, bin, addr, dataDir string, s *Server) error {
+func startVersityGW(t testing.TB, bin, addr, dataDir string, s *Server, files *TLSFiles) error {
 	var out lockedBuffer
-	cmd := exec.Command(bin,
-		"--port", addr,
-		"--access", s.AccessKey,
-		"--secret", s.SecretKey,
-		"--region", s.Region,
-		"--quiet",
-		"posix", dataDir)
+	args := []string{"--port", addr, "--access", s.AccessKey, "--secret", s.SecretKey, "--region", s.Region, "--quiet"}
+	if files != nil {
+		args = append(args, "--cert", files.Cert, "--key", files.Key)
+	}
+	cmd := exec.Command(bin, append(args, "posix", dataDir)...)
 	// A clean environment: VGW_* or ROOT_* variables of the developer's shell
 	// must not change the gateway under test.
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
@@ -161,7 +166,7 @@ func startVersityGW(t testing.TB, bin, addr, dataDir string, s *Server) error {
 			<-exited
 		}
 	}
-	client := &http.Client{Timeout: time.Second}
+	client := &http.Client{Timeout: time.Second, Transport: s.transport(t)}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		select {
@@ -170,7 +175,7 @@ func startVersityGW(t testing.TB, bin, addr, dataDir string, s *Server) error {
 		default:
 		}
 		// Any HTTP answer (an unsigned request gets 403) means it is serving.
-		if resp, err := client.Get("http://" + addr + "/"); err == nil {
+		if resp, err := client.Get(s.Endpoint + "/"); err == nil {
 			resp.Body.Close()
 			t.Cleanup(stop)
 			return nil
@@ -216,7 +221,7 @@ func (s *Server) createBuckets(t testing.TB, buckets []string) {
 // Env returns the variables a subprocess (kopsdr, etcd-manager) needs to
 // reach this server: etcd-manager's S3_* ones and the AWS SDK's own.
 func (s *Server) Env() []string {
-	return []string{
+	env := []string{
 		"S3_ENDPOINT=" + s.Endpoint,
 		"S3_REGION=" + s.Region,
 		"S3_ACCESS_KEY_ID=" + s.AccessKey,
@@ -229,6 +234,28 @@ func (s *Server) Env() []string {
 		// And kopsdr's S3 client never leaves this machine.
 		"KOPSDR_LOCAL_ONLY=1",
 	}
+	if s.CABundle != "" {
+		env = append(env, "AWS_CA_BUNDLE="+s.CABundle)
+	}
+	return env
+}
+
+// transport trusts CABundle, if set.
+func (s *Server) transport(t testing.TB) *http.Transport {
+	t.Helper()
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if s.CABundle != "" {
+		pem, err := os.ReadFile(s.CABundle)
+		if err != nil {
+			t.Fatalf("s3test: CA bundle: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			t.Fatalf("s3test: no certificate in %s", s.CABundle)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
+	return tr
 }
 
 // Setenv sets Env() for the rest of the test (t.Setenv restores it), and
@@ -255,6 +282,7 @@ func (s *Server) Client(t testing.TB) *s3.Client {
 		BaseEndpoint: aws.String(s.Endpoint),
 		UsePathStyle: true,
 		Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
+		HTTPClient:   &http.Client{Transport: s.transport(t)},
 		// Quiet the SDK's stderr notes about multipart checksums.
 		DisableLogOutputChecksumValidationSkipped: true,
 	})
