@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kopsdr/kopsdr/internal/inputerr"
+	"github.com/kopsdr/kopsdr/test/loopback"
 )
 
 // A taken port is one line naming the port and the flag, and nothing is
@@ -22,10 +23,7 @@ func TestBusyPortIsOneLineError(t *testing.T) {
 	require.NoError(t, err)
 	defer busy.Close()
 	port := busy.Addr().(*net.TCPAddr).Port
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	freePort := free.Addr().(*net.TCPAddr).Port
-	require.NoError(t, free.Close())
+	freePort := loopback.Ports(t, 1)[0]
 
 	for _, tc := range []struct {
 		flag         string

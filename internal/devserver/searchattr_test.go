@@ -2,7 +2,6 @@ package devserver
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/kopsdr/kopsdr/internal/searchattr"
+	"github.com/kopsdr/kopsdr/test/loopback"
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
 
@@ -76,10 +76,7 @@ func TestSearchAttributesRegistered(t *testing.T) {
 
 func startForTest(t *testing.T, ctx context.Context, dir string) (*Server, client.Client) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := l.Addr().(*net.TCPAddr).Port
-	require.NoError(t, l.Close())
+	port := loopback.Ports(t, 1)[0]
 	srv, err := Start(ctx, Options{DataDir: dir, Port: port, UIPort: -1})
 	require.NoError(t, err)
 	c, err := client.Dial(client.Options{HostPort: srv.Frontend})

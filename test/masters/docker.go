@@ -3,13 +3,14 @@ package masters
 import (
 	"bytes"
 	"context"
-	"net"
 	"sort"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/kopsdr/kopsdr/test/loopback"
 )
 
 // Container is the name of the current container of etcdCluster's
@@ -141,14 +142,9 @@ func (c *Cluster) containerLogs(ctx context.Context, name, tail string) string {
 }
 
 // UnreachableDockerHost is a DOCKER_HOST URL where no engine answers (a
-// closed port on loopback), for tests of a master whose daemon is down.
+// loopback port that refuses connections for the whole test), for tests of
+// a master whose daemon is down.
 func UnreachableDockerHost(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return "tcp://" + addr
+	return "tcp://" + loopback.Refused(t)
 }
