@@ -2,6 +2,7 @@ package loopback_test
 
 import (
 	"errors"
+	"io"
 	"net"
 	"strconv"
 	"syscall"
@@ -58,17 +59,9 @@ func TestPortsAreNotChosenByOthers(t *testing.T) {
 	for _, p := range loopback.Ports(t, 2000) {
 		kept[p] = true
 	}
-	for i := range 5000 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if kept[p] {
-			t.Fatalf("listener %d on port 0 got kept port %d", i, p)
-		}
-	}
+	// Each picker opens a socket as another process would; portOf closes
+	// it and says which port the kernel chose.
+	portOf := func(a net.Addr, c io.Closer) int { c.Close(); return a.(*net.TCPAddr).Port }
 	srv, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -83,15 +76,30 @@ func TestPortsAreNotChosenByOthers(t *testing.T) {
 			c.Close()
 		}
 	}()
-	for i := range 5000 {
-		c, err := net.Dial("tcp", srv.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := c.LocalAddr().(*net.TCPAddr).Port
-		c.Close()
-		if kept[p] {
-			t.Fatalf("connection %d got kept port %d as its source port", i, p)
+	for what, pick := range map[string]func() (int, error){
+		"a listener on port 0": func() (int, error) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return 0, err
+			}
+			return portOf(l.Addr(), l), nil
+		},
+		"a connection's source port": func() (int, error) {
+			c, err := net.Dial("tcp", srv.Addr().String())
+			if err != nil {
+				return 0, err
+			}
+			return portOf(c.LocalAddr(), c), nil
+		},
+	} {
+		for i := range 5000 {
+			p, err := pick()
+			if err != nil {
+				t.Fatalf("%s, pick %d: %v", what, i, err)
+			}
+			if kept[p] {
+				t.Fatalf("%s, pick %d: got kept port %d", what, i, p)
+			}
 		}
 	}
 }
