@@ -4,9 +4,10 @@
 // The usual trick, listening on port 0 and closing the listener, frees the
 // port for anyone until the test's server binds it, and a server that
 // restarts frees it again. With the e2e shards and the test packages
-// running at once, other processes took such ports: a backup meant to meet
-// "connection refused" met a plain-HTTP server, and an etcd-manager stand-in
-// could not bind its quarantine port minutes after the test chose it.
+// running at once, another process took such a port: a backup meant to meet
+// "connection refused" met a plain-HTTP server. The same gap is the likely
+// cause of a flaky restore test, whose etcd-manager stand-in binds its
+// quarantine port minutes after the test chose it.
 //
 // Here each port stays bound, never listening, until the test ends. Linux
 // then keeps it out of everyone's automatic choice: neither a listener on
