@@ -28,11 +28,14 @@ dev: build ## Run kopsdr locally: embedded Temporal (127.0.0.1:$(DEV_PORT)), Web
 
 tools: $(TOOLS)/versitygw $(TOOLS)/temporal ## Install the pinned test tools
 
+# Static, like kopsdr's own binaries (CGO_ENABLED=0): one build
+# configuration, so the standard library and the modules the tools share with
+# kopsdr at the same version compile once on a machine with an empty cache.
 $(TOOLS)/versitygw:
-	GOBIN=$(TOOLS) $(GO) install $(VERSITYGW)
+	CGO_ENABLED=0 GOBIN=$(TOOLS) $(GO) install $(VERSITYGW)
 
 $(TOOLS)/temporal:
-	GOBIN=$(TOOLS) $(GO) install $(TEMPORAL_CLI)
+	CGO_ENABLED=0 GOBIN=$(TOOLS) $(GO) install $(TEMPORAL_CLI)
 
 # Unit packages, for test-short. test/run keeps the same list, and runs
 # them under the race detector but for the two that link the Temporal server
