@@ -39,6 +39,11 @@ type Pod struct {
 	Spec PodSpec
 	UID  string
 
+	// work serializes what the Kubelet does to this pod, one pod at a
+	// time, so that pods are worked on in parallel (see Kubelet).
+	work sync.Mutex
+
+	// Guarded by Kubelet.mu.
 	attempt      int      // of the current container
 	current      string   // current container's ID
 	ids          []string // every container's ID, oldest first
@@ -53,6 +58,12 @@ type Pod struct {
 // event) and after Delay creates a NEW container, attempt+1, and starts
 // it (as the kubelet does for a pod with restartPolicy Always). Dead
 // containers are kept; the daemon's cleanup removes them.
+//
+// Every master has its own kubelet, with a worker per pod, so pods are
+// checked and started in parallel here too: one loop starting them in
+// turn spreads the restart of six etcd-managers over many seconds on a
+// loaded machine, and the last to come back may find the restore over
+// without it (test/masters' kubelet did exactly that).
 type Kubelet struct {
 	d      *Daemon
 	delay  time.Duration
@@ -63,9 +74,10 @@ type Kubelet struct {
 	timeline []string
 	stopping bool
 
-	wake   chan struct{}
-	cancel context.CancelFunc
-	done   chan struct{}
+	wake    chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
+	workers sync.WaitGroup // checks under way
 }
 
 // NewKubelet starts a Kubelet on d that replaces dead containers after
@@ -89,9 +101,11 @@ func (k *Kubelet) Run(spec PodSpec) (*Pod, error) {
 		spec.Namespace = "kube-system"
 	}
 	p := &Pod{Spec: spec, UID: newUID(), attempt: -1}
+	p.work.Lock()
+	defer p.work.Unlock()
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	k.pods = append(k.pods, p)
+	k.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	return p, k.startNext(ctx, p)
@@ -104,6 +118,7 @@ func (k *Kubelet) Stop() {
 	k.mu.Unlock()
 	k.cancel()
 	<-k.done
+	k.workers.Wait()
 }
 
 // Pause makes the Kubelet of node stop replacing containers (a dead
@@ -113,12 +128,18 @@ func (k *Kubelet) Resume(node string) { k.setPaused(node, false) }
 
 func (k *Kubelet) setPaused(node string, paused bool) {
 	k.mu.Lock()
-	for _, p := range k.pods {
+	pods := append([]*Pod(nil), k.pods...)
+	k.mu.Unlock()
+	for _, p := range pods {
 		if p.Spec.Node == node {
+			// After any check under way: once paused, nothing is started.
+			p.work.Lock()
+			k.mu.Lock()
 			p.paused = paused
+			k.mu.Unlock()
+			p.work.Unlock()
 		}
 	}
-	k.mu.Unlock()
 	k.kick()
 	k.Notef("node %s: kubelet %s", node, map[bool]string{true: "paused", false: "resumed"}[paused])
 }
@@ -227,7 +248,8 @@ func (k *Kubelet) record(env *eventsapi.Envelope, exits chan<- *eventtypes.TaskE
 }
 
 // checkAll replaces every pod's container whose task has been dead for
-// the delay.
+// the delay, each pod on a worker of its own, unless one is at it already
+// (the next tick looks again): a slow start holds no other pod back.
 func (k *Kubelet) checkAll(ctx context.Context) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -235,36 +257,52 @@ func (k *Kubelet) checkAll(ctx context.Context) {
 		if k.stopping || ctx.Err() != nil {
 			return
 		}
-		k.check(ctx, p)
+		if !p.work.TryLock() {
+			continue
+		}
+		k.workers.Add(1)
+		go func() {
+			defer k.workers.Done()
+			defer p.work.Unlock()
+			k.check(ctx, p)
+		}()
 	}
 }
 
-// check looks at p's current container. Hold k.mu.
+// check looks at p's current container. Hold p.work, not k.mu.
 func (k *Kubelet) check(ctx context.Context, p *Pod) {
 	cctx, cancel := context.WithTimeout(NS(ctx), 30*time.Second)
 	defer cancel()
-	got, err := k.d.Tasks().Get(cctx, &tasksapi.GetRequest{ContainerID: p.current})
+	k.mu.Lock()
+	current, name := p.current, k.name(p, p.current)
+	k.mu.Unlock()
+	got, err := k.d.Tasks().Get(cctx, &tasksapi.GetRequest{ContainerID: current})
 	switch {
 	case err == nil && got.GetProcess().GetStatus() != task.Status_STOPPED:
+		k.mu.Lock()
 		p.stoppedSince = time.Time{}
+		k.mu.Unlock()
 		return
 	case err == nil:
 		// The CRI plugin deletes a container's task once it has exited.
-		if _, err := k.d.Tasks().Delete(cctx, &tasksapi.DeleteTaskRequest{ContainerID: p.current}); err != nil && !isNotFound(err) {
-			k.notef("kubelet: delete task of %s: %v", k.name(p, p.current), err)
+		if _, err := k.d.Tasks().Delete(cctx, &tasksapi.DeleteTaskRequest{ContainerID: current}); err != nil && !isNotFound(err) {
+			k.Notef("kubelet: delete task of %s: %v", name, err)
 		}
 	case !isNotFound(err):
-		k.notef("kubelet: task of %s: %v", k.name(p, p.current), err)
+		k.Notef("kubelet: task of %s: %v", name, err)
 		return
 	}
+	k.mu.Lock()
 	if p.stoppedSince.IsZero() {
 		p.stoppedSince = time.Now()
 	}
-	if p.paused || time.Since(p.stoppedSince) < k.delay {
+	wait := p.paused || time.Since(p.stoppedSince) < k.delay
+	k.mu.Unlock()
+	if wait {
 		return
 	}
 	if err := k.startNext(ctx, p); err != nil {
-		k.notef("kubelet: ERROR %v", err)
+		k.Notef("kubelet: ERROR %v", err)
 	}
 }
 

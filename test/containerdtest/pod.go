@@ -83,10 +83,12 @@ func criLabels(p *Pod) map[string]string {
 
 // startNext creates the pod's next container (a new ID, attempt+1) from
 // its image's snapshot and starts its task, its output going to the
-// attempt's log file. Hold k.mu.
+// attempt's log file. Hold p.work, not k.mu.
 func (k *Kubelet) startNext(ctx context.Context, p *Pod) error {
 	ctx = NS(ctx)
+	k.mu.Lock()
 	attempt := p.attempt + 1
+	k.mu.Unlock()
 	id := randomHex(32) // like the CRI plugin's IDs
 	name := criName(p, attempt)
 	logPath := k.logPath(p, attempt)
@@ -118,7 +120,9 @@ func (k *Kubelet) startNext(ctx context.Context, p *Pod) error {
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", name, err)
 	}
+	k.mu.Lock()
 	p.attempt, p.current, p.ids, p.stoppedSince = attempt, id, append(p.ids, id), time.Time{}
+	k.mu.Unlock()
 	out := "file://" + logPath
 	if _, err := k.d.Tasks().Create(ctx, &tasksapi.CreateTaskRequest{ContainerID: id, Rootfs: prep.GetMounts(), Stdout: out, Stderr: out}); err != nil {
 		return fmt.Errorf("create task of %s: %w", name, err)

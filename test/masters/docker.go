@@ -70,12 +70,16 @@ func (c *Cluster) StopMaster(t testing.TB, node string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, p := range c.nodePods(t, node) {
+		// No kubelet check may be starting a container meanwhile.
+		p.work.Lock()
 		c.kubelet.mu.Lock()
 		p.stopped = true
 		id := p.current
 		c.kubelet.mu.Unlock()
 		timeout := 5
-		if err := c.cli.ContainerStop(ctx, id, container.StopOptions{Timeout: &timeout}); err != nil {
+		err := c.cli.ContainerStop(ctx, id, container.StopOptions{Timeout: &timeout})
+		p.work.Unlock()
+		if err != nil {
 			t.Fatalf("masters: stop %s: %v", p.name, err)
 		}
 	}

@@ -3,6 +3,7 @@ package masters
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -31,6 +32,11 @@ type pod struct {
 	containerPort string
 	hostPort      string
 
+	// work serializes what is done to this pod's containers (the
+	// kubelet's check and start, StopMaster), one pod at a time, so that
+	// pods are worked on in parallel, as each master's kubelet does.
+	work sync.Mutex
+
 	// Guarded by kubelet.mu.
 	attempt int      // of the current container; -1 before the first
 	current string   // current container's ID
@@ -51,6 +57,13 @@ func (p *pod) containerName(attempt int) string {
 // etcd-manager containers next to the running one); cleanup removes them.
 // A container that Docker itself restarts (ContainerRestart) is running
 // again before the kubelet looks, so it is left alone.
+//
+// Every master has its own kubelet, and a kubelet has a worker per pod, so
+// pods are checked and started in parallel here too. One loop doing them
+// in turn spread a restart of all six over 23 s on a loaded machine (about
+// 5 s per container start), and the last member to come back then found
+// the restore over without it: a member left behind that a real cluster,
+// whose masters restart independently, would not have had.
 type kubelet struct {
 	cli     *client.Client
 	image   string
@@ -62,9 +75,10 @@ type kubelet struct {
 	stopping bool
 	events   []string // timeline of container starts and deaths
 
-	wake   chan *pod
-	cancel context.CancelFunc
-	done   chan struct{}
+	wake    chan *pod
+	cancel  context.CancelFunc
+	done    chan struct{}
+	workers sync.WaitGroup // checks under way
 }
 
 func newKubelet(cli *client.Client, image, network string, delay time.Duration) *kubelet {
@@ -84,14 +98,19 @@ func (k *kubelet) start(pods []*pod) error {
 	k.mu.Unlock()
 	// Events since now, so that none is missed while the stream connects.
 	go k.run(ctx, time.Now())
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for _, p := range pods {
-		if err := k.startContainer(ctx, p); err != nil {
-			return err
-		}
+	errs := make([]error, len(pods))
+	var wg sync.WaitGroup
+	for i, p := range pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.work.Lock()
+			defer p.work.Unlock()
+			errs[i] = k.startContainer(ctx, p)
+		}()
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // stop ends the kubelet; it starts no container afterwards.
@@ -102,6 +121,7 @@ func (k *kubelet) stop() {
 	if k.cancel != nil {
 		k.cancel()
 		<-k.done
+		k.workers.Wait()
 	}
 }
 
@@ -142,10 +162,10 @@ func (k *kubelet) run(ctx context.Context, since time.Time) {
 			time.Sleep(200 * time.Millisecond)
 			msgs, errs = subscribe()
 		case p := <-k.wake:
-			k.check(ctx, p)
+			k.sync(ctx, p)
 		case <-tick.C:
 			for _, p := range k.snapshotPods() {
-				k.check(ctx, p)
+				k.sync(ctx, p)
 			}
 		}
 	}
@@ -182,15 +202,30 @@ func (k *kubelet) record(m events.Message) *pod {
 	return p
 }
 
-// check starts a replacement when the pod's current container is dead and
-// has been for the kubelet delay.
-func (k *kubelet) check(ctx context.Context, p *pod) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.stopping || p.stopped || p.current == "" {
+// sync checks p on a worker of its own, unless one is at it already (the
+// next tick looks again): a slow container start holds no other pod back.
+func (k *kubelet) sync(ctx context.Context, p *pod) {
+	if !p.work.TryLock() {
 		return
 	}
-	ins, err := k.cli.ContainerInspect(ctx, p.current)
+	k.workers.Add(1)
+	go func() {
+		defer k.workers.Done()
+		defer p.work.Unlock()
+		k.check(ctx, p)
+	}()
+}
+
+// check starts a replacement when the pod's current container is dead and
+// has been for the kubelet delay. Hold p.work.
+func (k *kubelet) check(ctx context.Context, p *pod) {
+	k.mu.Lock()
+	current, skip := p.current, k.stopping || p.stopped || p.current == ""
+	k.mu.Unlock()
+	if skip {
+		return
+	}
+	ins, err := k.cli.ContainerInspect(ctx, current)
 	if err == nil && (ins.State.Running || ins.State.Restarting) {
 		return
 	}
@@ -200,13 +235,18 @@ func (k *kubelet) check(ctx context.Context, p *pod) {
 		}
 	}
 	if err := k.startContainer(ctx, p); err != nil {
+		k.mu.Lock()
 		k.events = append(k.events, fmt.Sprintf("%s ERROR %v", time.Now().UTC().Format("15:04:05.000"), err))
+		k.mu.Unlock()
 	}
 }
 
-// startContainer creates and starts the pod's next attempt. Hold k.mu.
+// startContainer creates and starts the pod's next attempt. Hold p.work
+// (not k.mu: Docker calls take seconds on a loaded machine).
 func (k *kubelet) startContainer(ctx context.Context, p *pod) error {
+	k.mu.Lock()
 	attempt := p.attempt + 1
+	k.mu.Unlock()
 	name := p.containerName(attempt)
 	port := nat.Port(p.containerPort + "/tcp")
 	cfg := &container.Config{
@@ -244,7 +284,9 @@ func (k *kubelet) startContainer(ctx context.Context, p *pod) error {
 		_ = k.cli.ContainerRemove(context.WithoutCancel(ctx), created.ID, container.RemoveOptions{Force: true})
 		return fmt.Errorf("start container %s: %w", name, err)
 	}
+	k.mu.Lock()
 	p.attempt, p.current, p.names = attempt, created.ID, append(p.names, name)
+	k.mu.Unlock()
 	return nil
 }
 
