@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -64,6 +65,37 @@ func randHex(r *rand.Rand, n int) string {
 	return hex.EncodeToString(buf)
 }
 
+// commit sends one batch, and sends it again while etcd answers that the
+// outcome is unknown (timed out, leader changed or lost, too busy): on a
+// loaded machine a proposal can miss etcd's request timeout without
+// anything being wrong, and a batch of puts of fixed values is the same
+// however often it is applied. Seen in CI: "etcdserver: request timed out"
+// filling a test's cluster while the other lanes compiled.
+func commit(ctx context.Context, cli *clientv3.Client, ops []clientv3.Op) error {
+	for {
+		_, err := cli.Txn(ctx).Then(ops...).Commit()
+		if err == nil || !outcomeUnknown(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// outcomeUnknown: etcd's errors for a request it may or may not have
+// applied, which its docs say to retry.
+func outcomeUnknown(err error) bool {
+	switch rpctypes.Error(err) {
+	case rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToLeaderFail, rpctypes.ErrTimeoutDueToConnectionLost,
+		rpctypes.ErrLeaderChanged, rpctypes.ErrNoLeader, rpctypes.ErrTooManyRequests:
+		return true
+	}
+	return false
+}
+
 // Fill puts n keys Key(prefix, 0..n-1) with Value(prefix, i, valueSize),
 // several transactions at a time. Its timeout grows with the data: ten
 // minutes, plus a second per 4 MiB, so gigabytes fill on a busy machine.
@@ -79,7 +111,7 @@ func Fill(t testing.TB, cli *clientv3.Client, prefix string, n, valueSize int) {
 	for range fillers {
 		wg.Go(func() {
 			for ops := range batches {
-				if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+				if err := commit(ctx, cli, ops); err != nil {
 					errs <- err
 					cancel() // stop the producer and the other fillers
 					for range batches {
