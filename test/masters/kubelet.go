@@ -17,6 +17,8 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/docker/go-connections/nat"
+
+	"github.com/kopsdr/kopsdr/test/testenv"
 )
 
 // pod is one static etcd-manager pod; each container the kubelet runs for
@@ -63,7 +65,9 @@ func (p *pod) containerName(attempt int) string {
 // in turn spread a restart of all six over 23 s on a loaded machine (about
 // 5 s per container start), and the last member to come back then found
 // the restore over without it: a member left behind that a real cluster,
-// whose masters restart independently, would not have had.
+// whose masters restart independently, would not have had. Each create
+// and start still takes one of the machine's few start slots
+// (testenv.DockerStartSlots): here every master shares one Docker engine.
 type kubelet struct {
 	cli     *client.Client
 	image   string
@@ -272,6 +276,23 @@ func (k *kubelet) startContainer(ctx context.Context, p *pod) error {
 		NetworkMode:   container.NetworkMode(k.network),
 	}
 	netCfg := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{k.network: {Aliases: []string{p.alias}}}}
+	// One of the machine's few start slots: every master here shares one
+	// Docker engine, which real masters do not (see testenv.DockerStartSlots).
+	release, err := testenv.DockerStartSlot(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	k.mu.Lock()
+	current := p.current
+	k.mu.Unlock()
+	if current != "" {
+		// Looked at again now that the slot is ours: the wait may have been
+		// long enough for a ContainerRestart (or kopsdr) to bring it back.
+		if ins, err := k.cli.ContainerInspect(ctx, current); err == nil && (ins.State.Running || ins.State.Restarting) {
+			return nil
+		}
+	}
 	created, err := k.cli.ContainerCreate(ctx, cfg, host, netCfg, nil, name)
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", name, err)
