@@ -129,6 +129,10 @@ const (
 	labelPod  = "kopsdr.test/pod"     // pod name, to map events to pods
 )
 
+// dockerClient connects the harness to Docker; the kubelet's own test
+// puts a proxy in between.
+var dockerClient = testenv.Docker
+
 // Start builds the stand-in (once per test binary) and its image (once
 // per engine and binary), starts the containers and waits until both
 // clusters serve on every master with all members. t.Cleanup removes the
@@ -137,7 +141,7 @@ const (
 func Start(t testing.TB, o Options) *Cluster {
 	t.Helper()
 	o.Defaults()
-	cli := testenv.Docker(t)
+	cli := dockerClient(t)
 	image := simImage(t, cli)
 
 	id := randomHex(4)
