@@ -86,7 +86,11 @@ func TestNewTLSCluster(t *testing.T) {
 	cfg := c.ConnConfig()
 	// A member that is down does not stop New: one answering member is enough.
 	cfg.Endpoints = append([]string{"https://" + loopback.Refused(t)}, cfg.Endpoints...)
-	cfg.DialTimeout = 2 * time.Second
+	// New returns as soon as one member answers, so the refused one costs
+	// nothing and the timeout only bounds a failure. It was 2 s; under the
+	// race detector, with every other lane busy (load average 20), no
+	// member had answered by then, twice.
+	cfg.DialTimeout = 30 * time.Second
 
 	cli, err := etcdconn.New(context.Background(), cfg)
 	require.NoError(t, err)
