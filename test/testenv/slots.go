@@ -14,10 +14,11 @@ import (
 // and start at once on this machine's one Docker engine, across every test
 // process (the e2e shards and the test packages run at once).
 //
-// Why: the engine does container starts nearly one after another (fuse-
-// overlayfs mounts, the network's sandbox, the published port's proxy).
-// Measured here with 24 started at once: about 1 s each on a quiet
-// machine, 32-37 s for the last one with the CPU busy; anything else that
+// Why: the engine does container starts nearly one after another (which
+// of its steps serializes them was not looked into; here each start also
+// mounts a fuse-overlayfs root, joins a bridge network and publishes a
+// port). Measured here with 24 started at once: 1-3 s for one alone, 32-37
+// s for the last of the 24 with the CPU busy; anything else that
 // touches a container being started (an inspect, a kill, kopsdr's own
 // start) waits behind them. One CI run, with four lanes' kubelet
 // stand-ins restarting six pods each at once while the rest compiled, saw
