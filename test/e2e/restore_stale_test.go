@@ -2,10 +2,7 @@ package e2e
 
 import (
 	"context"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"regexp"
 	"strings"
@@ -102,22 +99,13 @@ func killBlockingProxy(t *testing.T, socket, container string, open *atomic.Bool
 	cli := testenv.Docker(t)
 	in, err := cli.ContainerInspect(context.Background(), container)
 	require.NoError(t, err)
-	proxy := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) { pr.Out.URL.Scheme, pr.Out.URL.Host = "http", "docker" },
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
-		}},
-		FlushInterval: -1,
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	return testenv.DockerProxy(t, socket, func(w http.ResponseWriter, req *http.Request) bool {
 		if req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/kill") && !open.Load() &&
 			(strings.Contains(req.URL.Path, in.ID) || strings.Contains(req.URL.Path, container)) {
 			refused.Add(1)
 			http.Error(w, `{"message":"kill held back by the test"}`, http.StatusServiceUnavailable)
-			return
+			return true
 		}
-		proxy.ServeHTTP(w, req)
-	}))
-	t.Cleanup(srv.Close)
-	return srv.Listener.Addr().String()
+		return false
+	})
 }

@@ -2,10 +2,7 @@ package masters
 
 import (
 	"context"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -93,27 +90,18 @@ func TestKubeletWorksPodsInParallel(t *testing.T) {
 // release is closed, telling held each time.
 func holdingDocker(t testing.TB, host string, stuck func(name string) bool, held chan<- struct{}, release <-chan struct{}) *client.Client {
 	t.Helper()
-	socket := strings.TrimPrefix(host, "unix://")
-	proxy := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) { pr.Out.URL.Scheme, pr.Out.URL.Host = "http", "docker" },
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
-		}},
-		FlushInterval: -1, // the events stream
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	addr := testenv.DockerProxy(t, strings.TrimPrefix(host, "unix://"), func(_ http.ResponseWriter, req *http.Request) bool {
 		if req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/containers/create") && stuck(req.URL.Query().Get("name")) {
 			held <- struct{}{}
 			select {
 			case <-release:
 			case <-req.Context().Done():
-				return
+				return true
 			}
 		}
-		proxy.ServeHTTP(w, req)
-	}))
-	t.Cleanup(srv.Close)
-	cli, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithAPIVersionNegotiation())
+		return false
+	})
+	cli, err := client.NewClientWithOpts(client.WithHost("tcp://"+addr), client.WithAPIVersionNegotiation())
 	if err != nil {
 		t.Fatal(err)
 	}
