@@ -2,10 +2,7 @@ package restart_test
 
 import (
 	"context"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -13,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kopsdr/kopsdr/internal/restart"
+	"github.com/kopsdr/kopsdr/test/testenv"
 )
 
 // baseline is what RecordBaseline stores: Find's answer right after the
@@ -168,28 +166,19 @@ func TestReplaceRedoesKillThatNeverReachedDocker(t *testing.T) {
 // sees them.
 func droppingProxy(t *testing.T, socket string, drop, dropped *atomic.Int32) string {
 	t.Helper()
-	proxy := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) { pr.Out.URL.Scheme, pr.Out.URL.Host = "http", "docker" },
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
-		}},
-		FlushInterval: -1,
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/kill") && drop.Load() > 0 {
-			drop.Add(-1)
-			dropped.Add(1)
-			if hj, ok := w.(http.Hijacker); ok {
-				if conn, _, err := hj.Hijack(); err == nil {
-					conn.Close()
-					return
-				}
-			}
-			http.Error(w, "dropped", http.StatusBadGateway)
-			return
+	return testenv.DockerProxy(t, socket, func(w http.ResponseWriter, req *http.Request) bool {
+		if req.Method != http.MethodPost || !strings.HasSuffix(req.URL.Path, "/kill") || drop.Load() <= 0 {
+			return false
 		}
-		proxy.ServeHTTP(w, req)
-	}))
-	t.Cleanup(srv.Close)
-	return srv.Listener.Addr().String()
+		drop.Add(-1)
+		dropped.Add(1)
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return true
+			}
+		}
+		http.Error(w, "dropped", http.StatusBadGateway)
+		return true
+	})
 }
