@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
+	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/workflows/api"
 )
 
@@ -19,10 +20,11 @@ import (
 // for a running activity its attempt, bytes, rate and last error) until the
 // workflow ends, then decodes its result into res. A workflow that does not
 // complete is a workflowEnded; Ctrl-C is an interrupted, and a broken
-// connection a lostTemporal: in both the workflow goes on.
+// connection a lostTemporal: in both the workflow goes on. A slow server
+// is waited out (temporalconn.Await).
 func follow(ctx context.Context, c client.Client, run client.WorkflowRun, res any, w io.Writer) error {
 	done := make(chan error, 1)
-	go func() { done <- run.Get(ctx, res) }()
+	go func() { done <- temporalconn.Await(ctx, run, res) }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	p := &progress{}

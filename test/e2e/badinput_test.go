@@ -54,7 +54,7 @@ func TestBackupBadInput(t *testing.T) {
 			tc.mutate(&in)
 			run, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: temporalconn.TaskQueue}, workflows.EtcdBackup, in)
 			require.NoError(t, err)
-			err = run.Get(ctx, nil)
+			err = temporalconn.Await(ctx, run, nil)
 			require.Error(t, err)
 			var appErr *temporal.ApplicationError
 			require.True(t, errors.As(err, &appErr), "%v", err)
@@ -86,7 +86,7 @@ func TestBackupDeniedBucket(t *testing.T) {
 		workflows.EtcdBackupInput{Cluster: "c", EtcdCluster: "main", BackupStore: store, Endpoints: etcd.Endpoints,
 			BackupOptions: tlsOf(etcd.ConnConfig())})
 	require.NoError(t, err)
-	err = run.Get(ctx, nil)
+	err = temporalconn.Await(ctx, run, nil)
 	var appErr *temporal.ApplicationError
 	require.True(t, errors.As(err, &appErr), "%v", err)
 	require.Equal(t, "AccessDenied", appErr.Type())

@@ -155,7 +155,7 @@ func TestWorkerKilledMidUpload(t *testing.T) {
 	w2 := stack.StartProc(t, filepath.Join(bin, "kopsdr-worker"), s3srv.Env(), tp.ConnFlags()...)
 	w2.WaitOutput(t, "kopsdr worker started", time.Minute)
 	var res workflows.EtcdBackupResult
-	require.NoError(t, run.Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, run, &res))
 
 	s3srv.Setenv(t)
 	st, err := backupstore.Open(ctx, store, backupstore.Options{})
@@ -165,7 +165,7 @@ func TestWorkerKilledMidUpload(t *testing.T) {
 	require.Equal(t, []string{res.Backup}, names)
 	objs, err := st.List(ctx, "")
 	require.NoError(t, err)
-	require.Len(t, objs, 3, "only the backup's data, meta and kopsdr.json: %v", objs)
+	require.Len(t, objs, 4, "only the backup's data, meta, kopsdr.json and reservation: %v", objs)
 	for _, o := range objs {
 		require.True(t, strings.HasPrefix(o.Key, res.Backup+"/"), o.Key)
 	}

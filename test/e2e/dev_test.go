@@ -82,7 +82,7 @@ func TestDevModeSurvivesRestart(t *testing.T) {
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: temporalconn.TaskQueue}, workflows.EtcdBackup,
 		workflows.EtcdBackupInput{Cluster: "dev.example.com", EtcdCluster: "bogus"})
 	require.NoError(t, err)
-	require.ErrorContains(t, run.Get(ctx, nil), "etcdCluster")
+	require.ErrorContains(t, temporalconn.Await(ctx, run, nil), "etcdCluster")
 }
 
 // TestWorkerImageFromScratch builds the worker image FROM scratch from the
@@ -181,6 +181,6 @@ func TestDevModeResumesAfterCrash(t *testing.T) {
 	require.Less(t, queried, 15*time.Second, "status answers within 15 s of the restart")
 	require.Less(t, resumed, 15*time.Second, "the upload resumes within 15 s of the restart")
 	var res workflows.EtcdBackupResult
-	require.NoError(t, run.Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, run, &res))
 	require.NotEmpty(t, res.Backup)
 }

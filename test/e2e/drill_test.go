@@ -53,7 +53,7 @@ func TestRestoreDrills(t *testing.T) {
 		workflows.ClusterBackup, k.backupInput("s3://"+bucket))
 	require.NoError(t, err)
 	var backups workflows.ClusterBackupResult
-	require.NoError(t, run.Get(ctx, &backups))
+	require.NoError(t, temporalconn.Await(ctx, run, &backups))
 	stack.RecordHistory(t, ctx, tp.Client, run.GetID(), run.GetRunID(), "cluster-backup-search-attributes")
 	stack.RecordHistory(t, ctx, tp.Client, run.GetID()+"/main", "", "etcd-backup-search-attributes")
 	revMain, revEvents := revision(t, k.main), revision(t, k.events)
@@ -63,7 +63,7 @@ func TestRestoreDrills(t *testing.T) {
 		workflows.RestoreDrill, api.RestoreDrillInput{Cluster: k.name, StateStore: "s3://" + bucket})
 	require.NoError(t, err)
 	var res api.RestoreDrillResult
-	require.NoError(t, run.Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, run, &res))
 	stack.RecordHistory(t, ctx, tp.Client, run.GetID(), run.GetRunID(), "restore-drill")
 	require.Len(t, res.Drills, 1)
 	d := res.Drills[0]
@@ -91,7 +91,7 @@ func TestRestoreDrills(t *testing.T) {
 	run, err = tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: api.DrillScheduleID(k.name), TaskQueue: temporalconn.TaskQueue},
 		workflows.ClusterDrill, api.ClusterDrillInput{Cluster: k.name, StateStore: "s3://" + bucket})
 	require.NoError(t, err)
-	err = run.Get(ctx, nil)
+	err = temporalconn.Await(ctx, run, nil)
 	var appErr *temporal.ApplicationError
 	require.True(t, errors.As(err, &appErr), "%v", err)
 	require.Equal(t, api.ErrTypeDrillFailed, appErr.Type())
@@ -188,7 +188,7 @@ func TestDrillSurvivesWorkerKill(t *testing.T) {
 	w2 := stack.StartProc(t, filepath.Join(bin, "kopsdr-worker"), env, tp.ConnFlags()...)
 	w2.WaitOutput(t, "kopsdr worker started", time.Minute)
 	var res api.RestoreDrillResult
-	require.NoError(t, tp.Client.GetWorkflow(ctx, started["workflowId"], "").Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, tp.Client.GetWorkflow(ctx, started["workflowId"], ""), &res))
 	require.Len(t, res.Drills, 1)
 	require.True(t, res.Drills[0].Passed, "%v", res.Drills[0].Failures)
 	require.NoDirExists(t, scratch)

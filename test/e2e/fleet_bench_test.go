@@ -270,7 +270,7 @@ func BenchmarkFleetBurst(b *testing.B) {
 			runs = append(runs, run)
 		}
 		for _, r := range runs {
-			require.NoError(b, r.Get(ctx, nil))
+			require.NoError(b, temporalconn.Await(ctx, r, nil))
 		}
 		took := time.Since(start)
 		cpu := procCPU(b, w.Pid()) - cpu0

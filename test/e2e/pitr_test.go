@@ -197,7 +197,7 @@ func TestPointInTimeCheckpoints(t *testing.T) {
 	}, time.Minute, 200*time.Millisecond)
 	// The run holds a chain start, a worker change, a compaction gap and a
 	// new chain, and its cancellation.
-	require.Error(t, capRun.Get(ctx, nil))
+	require.Error(t, temporalconn.Await(ctx, capRun, nil))
 	stack.RecordHistory(t, ctx, tp.Client, capRun.GetID(), capRun.GetRunID(), "change-capture")
 }
 
@@ -306,7 +306,7 @@ func makeBackup(t *testing.T, ctx context.Context, tp *stack.Temporal, in api.Ma
 		workflows.MakeBackup, in)
 	require.NoError(t, err)
 	var res api.MakeBackupResult
-	require.NoError(t, run.Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, run, &res))
 	return res
 }
 
@@ -314,7 +314,7 @@ func makeBackupErr(t *testing.T, ctx context.Context, tp *stack.Temporal, in api
 	t.Helper()
 	run, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: temporalconn.TaskQueue}, workflows.MakeBackup, in)
 	require.NoError(t, err)
-	return run.Get(ctx, nil)
+	return temporalconn.Await(ctx, run, nil)
 }
 
 func runBackup(t *testing.T, ctx context.Context, tp *stack.Temporal, k *kopsCluster, state string) {
@@ -324,7 +324,7 @@ func runBackup(t *testing.T, ctx context.Context, tp *stack.Temporal, k *kopsClu
 	in.NoPrune = true
 	run, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: temporalconn.TaskQueue}, workflows.EtcdBackup, in)
 	require.NoError(t, err)
-	require.NoError(t, run.Get(ctx, nil))
+	require.NoError(t, temporalconn.Await(ctx, run, nil))
 }
 
 // waitChains waits until the change store holds n chains and the newest
@@ -394,7 +394,7 @@ func TestPointInTimeRestore(t *testing.T) {
 	in.At, in.Approve = point.Format(time.RFC3339Nano), true
 	run := f.start(t, ctx, in)
 	var res workflows.EtcdManagerRestoreResult
-	require.NoError(t, run.Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, run, &res))
 	stack.RecordHistory(t, ctx, f.tp.Client, run.GetID(), run.GetRunID(), "etcd-manager-restore-point-in-time")
 
 	pit := res.Plan.Backups[0].PointInTime

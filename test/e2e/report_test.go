@@ -67,10 +67,10 @@ func TestReportAndRuns(t *testing.T) {
 	results := map[string]workflows.ClusterBackupResult{}
 	for c, run := range backups {
 		var res workflows.ClusterBackupResult
-		require.NoError(t, run.Get(ctx, &res), "backup of %s", c)
+		require.NoError(t, temporalconn.Await(ctx, run, &res), "backup of %s", c)
 		results[c] = res
 	}
-	require.Error(t, failed.Get(ctx, nil), "a backup of an etcd that does not answer fails")
+	require.Error(t, temporalconn.Await(ctx, failed, nil), "a backup of an etcd that does not answer fails")
 
 	open := func(cluster, etcd string) backupstore.Store {
 		s, err := backupstore.Open(ctx, fmt.Sprintf("%s/%s/backups/etcd/%s", state, cluster, etcd), backupstore.Options{})

@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
+	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/test/masters"
 	"github.com/kopsdr/kopsdr/test/stack"
 	"github.com/kopsdr/kopsdr/test/testenv"
@@ -59,7 +60,7 @@ func TestRestoreFromCLI(t *testing.T) {
 	kopsdr("approve", id, "--by", "carol", "--comment", "drill")
 	ctx := testenv.Context(t, 4*time.Minute)
 	var res workflows.EtcdManagerRestoreResult
-	require.NoError(t, f.tp.Client.GetWorkflow(ctx, id, "").Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, f.tp.Client.GetWorkflow(ctx, id, ""), &res))
 	require.Equal(t, "carol", res.Approval.By)
 	require.ElementsMatch(t, leaseKeys(masters.OldMasterIPs), res.LeasesDeleted)
 	require.Nil(t, f.get(t, ctx, "/registry/configmaps/default/after-backup"))
@@ -83,7 +84,7 @@ func TestRestoreWorkerKilledAfterEachStep(t *testing.T) {
 	run := f.start(t, ctx, in)
 
 	done := make(chan error, 1)
-	go func() { done <- run.Get(ctx, nil) }()
+	go func() { done <- temporalconn.Await(ctx, run, nil) }()
 	kills, killCount := 0, 0
 	for {
 		select {

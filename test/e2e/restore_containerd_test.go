@@ -146,7 +146,7 @@ func TestContainerdRestoreOverSSH(t *testing.T) {
 	in.Approve = true
 	run := f.start(t, ctx, in)
 	var res workflows.EtcdManagerRestoreResult
-	require.NoError(t, run.Get(ctx, &res), f.c.Timeline())
+	require.NoError(t, temporalconn.Await(ctx, run, &res), f.c.Timeline())
 	stack.RecordHistory(t, ctx, f.tp.Client, run.GetID(), run.GetRunID(), "etcd-manager-restore-containerd")
 
 	require.Len(t, res.Plan.Masters, 3)
@@ -199,7 +199,7 @@ func TestContainerdRestorePreflightRefuses(t *testing.T) {
 			in := f.input()
 			in.DryRun = true
 			c.change(&in)
-			err := f.start(t, ctx, in).Get(ctx, nil)
+			err := temporalconn.Await(ctx, f.start(t, ctx, in), nil)
 			require.Error(t, err)
 			for _, w := range c.want {
 				require.Contains(t, err.Error(), w)
@@ -247,7 +247,7 @@ func TestContainerdRestoreSurvivesWorkerKillsAndDroppedSSH(t *testing.T) {
 	in.Approve = true
 	run := f.start(t, ctx, in)
 	done := make(chan error, 1)
-	go func() { done <- run.Get(ctx, nil) }()
+	go func() { done <- temporalconn.Await(ctx, run, nil) }()
 
 	acted := map[string]bool{}
 	for {

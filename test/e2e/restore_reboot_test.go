@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kopsdr/kopsdr/internal/restart"
+	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/test/fakeec2"
 	"github.com/kopsdr/kopsdr/test/masters"
 	"github.com/kopsdr/kopsdr/test/stack"
@@ -44,7 +45,7 @@ func TestEtcdManagerRestoreByReboot(t *testing.T) {
 	ctx := testenv.Context(t, 6*time.Minute)
 	run := f.start(t, ctx, in)
 	var res workflows.EtcdManagerRestoreResult
-	require.NoError(t, run.Get(ctx, &res), c.Timeline())
+	require.NoError(t, temporalconn.Await(ctx, run, &res), c.Timeline())
 	stack.RecordHistory(t, ctx, f.tp.Client, run.GetID(), run.GetRunID(), "etcd-manager-restore-by-reboot")
 
 	require.Len(t, res.Plan.Masters, 3)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kopsdr/kopsdr/activities"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
+	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/test/masters"
 	"github.com/kopsdr/kopsdr/test/testenv"
 )
@@ -67,7 +68,7 @@ func TestRestoreDetectsMemberLeftBehind(t *testing.T) {
 		}
 	}()
 
-	err = run.Get(ctx, nil)
+	err = temporalconn.Await(ctx, run, nil)
 	require.Error(t, err)
 	t.Log(err)
 	require.Positive(t, refused.Load(), "no kill of %s was held back", eventsB)

@@ -18,6 +18,7 @@ import (
 	"github.com/kopsdr/kopsdr/internal/backupstore"
 	"github.com/kopsdr/kopsdr/internal/ebs"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
+	"github.com/kopsdr/kopsdr/internal/temporalconn"
 	"github.com/kopsdr/kopsdr/test/etcdtest"
 	"github.com/kopsdr/kopsdr/test/fakeec2"
 	"github.com/kopsdr/kopsdr/test/s3test"
@@ -139,7 +140,7 @@ func TestREADMETemporalCLI(t *testing.T) {
 		out := r.run(t, ctx, args...)
 
 		var res workflows.ClusterBackupResult
-		require.NoError(t, f.tp.Client.GetWorkflow(ctx, tcliFlagValue(args, "workflow-id"), tcliRunID(t, out)).Get(ctx, &res))
+		require.NoError(t, temporalconn.Await(ctx, f.tp.Client.GetWorkflow(ctx, tcliFlagValue(args, "workflow-id"), tcliRunID(t, out)), &res))
 		for _, ec := range []struct {
 			name    string
 			res     *workflows.EtcdBackupResult
@@ -168,7 +169,7 @@ func TestREADMETemporalCLI(t *testing.T) {
 		args[tcliFlag(args, "input")] = tcliEncode(t, in)
 		out := r.run(t, ctx, args...)
 		var res api.RestoreDrillResult
-		require.NoError(t, f.tp.Client.GetWorkflow(ctx, tcliFlagValue(args, "workflow-id"), tcliRunID(t, out)).Get(ctx, &res))
+		require.NoError(t, temporalconn.Await(ctx, f.tp.Client.GetWorkflow(ctx, tcliFlagValue(args, "workflow-id"), tcliRunID(t, out)), &res))
 		require.Len(t, res.Drills, 1)
 		require.True(t, res.Drills[0].Passed, "%v", res.Drills[0].Failures)
 		require.True(t, res.Drills[0].CountsCompared)
@@ -207,7 +208,7 @@ func TestREADMETemporalCLI(t *testing.T) {
 		args[tcliFlag(args, "input")] = tcliEncode(t, in)
 		out := r.run(t, ctx, args...)
 		var res api.MakeBackupResult
-		require.NoError(t, f.tp.Client.GetWorkflow(ctx, tcliFlagValue(args, "workflow-id"), tcliRunID(t, out)).Get(ctx, &res))
+		require.NoError(t, temporalconn.Await(ctx, f.tp.Client.GetWorkflow(ctx, tcliFlagValue(args, "workflow-id"), tcliRunID(t, out)), &res))
 		require.Equal(t, put.Header.Revision, res.Revision, "the last revision observed by the time given")
 	})
 
@@ -264,7 +265,7 @@ func TestREADMETemporalCLI(t *testing.T) {
 		})
 		dryRunID = tcliRunID(t, r.run(t, ctx, args...))
 		var res workflows.EtcdManagerRestoreResult
-		require.NoError(t, f.tp.Client.GetWorkflow(ctx, api.RestoreWorkflowID(f.c.Name), dryRunID).Get(ctx, &res))
+		require.NoError(t, temporalconn.Await(ctx, f.tp.Client.GetWorkflow(ctx, api.RestoreWorkflowID(f.c.Name), dryRunID), &res))
 		require.True(t, res.DryRun)
 
 		st := tcliStatus(t, r.run(t, ctx, restoreID(t, query.Args)...))
@@ -310,7 +311,7 @@ func TestREADMETemporalCLI(t *testing.T) {
 
 		// And the approved restore does what it says: the backup's data is back.
 		var res workflows.EtcdManagerRestoreResult
-		require.NoError(t, run.Get(ctx, &res))
+		require.NoError(t, temporalconn.Await(ctx, run, &res))
 		require.Equal(t, "alice", res.Approval.By)
 		require.Nil(t, f.get(t, ctx, "/registry/configmaps/default/after-backup"))
 		require.NotNil(t, f.get(t, ctx, "/registry/configmaps/default/cm-001"))
@@ -331,7 +332,7 @@ func TestREADMETemporalCLI(t *testing.T) {
 		require.Equal(t, volCluster, in["cluster"])
 		require.Equal(t, tcliRegion, in["region"])
 		out := r.run(t, ctx, c.Args...)
-		require.NoError(t, f.tp.Client.GetWorkflow(ctx, tcliFlagValue(c.Args, "workflow-id"), tcliRunID(t, out)).Get(ctx, &set))
+		require.NoError(t, temporalconn.Await(ctx, f.tp.Client.GetWorkflow(ctx, tcliFlagValue(c.Args, "workflow-id"), tcliRunID(t, out)), &set))
 		require.Len(t, set.Snapshots, 6, "main and events of three masters")
 		for _, s := range set.Snapshots {
 			require.Equal(t, ebs.SnapshotCompleted, s.State)
@@ -356,7 +357,7 @@ func TestREADMETemporalCLI(t *testing.T) {
 		before := len(mutatingCalls(ec2))
 		out := r.run(t, ctx, args...)
 		var rep workflows.VolumeRestoreReport
-		require.NoError(t, f.tp.Client.GetWorkflow(ctx, tcliFlagValue(args, "workflow-id"), tcliRunID(t, out)).Get(ctx, &rep))
+		require.NoError(t, temporalconn.Await(ctx, f.tp.Client.GetWorkflow(ctx, tcliFlagValue(args, "workflow-id"), tcliRunID(t, out)), &rep))
 		require.True(t, rep.DryRun)
 		require.NotNil(t, rep.Plan)
 		require.Equal(t, set.Set, rep.Plan.SnapshotSet)

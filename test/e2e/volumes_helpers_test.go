@@ -145,7 +145,7 @@ func (vs *volStack) snapshotSet(t *testing.T, ctx context.Context, in workflows.
 	}, workflows.VolumeSnapshot, in)
 	require.NoError(t, err)
 	var res workflows.VolumeSnapshotResult
-	require.NoError(t, run.Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, run, &res))
 	return res
 }
 

@@ -123,7 +123,7 @@ func TestVolumeRestoreTagsAndZones(t *testing.T) {
 	require.Equal(t, "update", afterApprove.Via)
 
 	var res workflows.VolumeRestoreReport
-	require.NoError(t, run.Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, run, &res))
 	stack.RecordHistory(t, ctx, vs.tp.Client, run.GetID(), run.GetRunID(), "volume-restore-completed")
 	require.Equal(t, "done", res.Step)
 	require.Equal(t, map[string]int{"main": 3}, res.EtcdMembers)
@@ -170,7 +170,7 @@ func TestVolumeRestoreTagsAndZones(t *testing.T) {
 	// The same restore again, as from shell history: the current volumes
 	// came from this set, so pre-flight refuses it and changes nothing.
 	before = len(mutatingCalls(vs.ec2))
-	ae := appError(t, vs.startRestore(t, ctx, restoreInput(vs)).Get(ctx, nil))
+	ae := appError(t, temporalconn.Await(ctx, vs.startRestore(t, ctx, restoreInput(vs)), nil))
 	require.Equal(t, activities.ErrTypePreflightRefused, ae.Type())
 	require.True(t, ae.NonRetryable())
 	require.ErrorContains(t, ae, "again")
@@ -179,7 +179,7 @@ func TestVolumeRestoreTagsAndZones(t *testing.T) {
 	repeat := restoreInput(vs)
 	repeat.Again, repeat.DryRun = true, true
 	var dry workflows.VolumeRestoreReport
-	require.NoError(t, vs.startRestore(t, ctx, repeat).Get(ctx, &dry), "with again it plans")
+	require.NoError(t, temporalconn.Await(ctx, vs.startRestore(t, ctx, repeat), &dry), "with again it plans")
 	require.Equal(t, set.Set, dry.Plan.SnapshotSet)
 	require.Contains(t, strings.Join(dry.Plan.Warnings, "\n"), "restoring them again")
 }
@@ -203,7 +203,7 @@ func TestVolumeRestoreKeepsKMSKey(t *testing.T) {
 	in := restoreInput(vs)
 	in.Approve, in.Restart, in.OldVolumes = true, ebs.RestartStopStart, ebs.OldVolumesDelete
 	var res workflows.VolumeRestoreReport
-	require.NoError(t, vs.startRestore(t, ctx, in).Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, vs.startRestore(t, ctx, in), &res))
 	require.Equal(t, "input", res.Approval.Via)
 
 	created := vs.newVolumes(t)
@@ -288,7 +288,7 @@ func TestVolumeRestoreRefusals(t *testing.T) {
 			in := restoreInput(vs)
 			in.Approve = true
 			tc.mutate(&in)
-			err := vs.startRestore(t, ctx, in).Get(ctx, nil)
+			err := temporalconn.Await(ctx, vs.startRestore(t, ctx, in), nil)
 			ae := appError(t, err)
 			require.Equal(t, activities.ErrTypePreflightRefused, ae.Type())
 			require.True(t, ae.NonRetryable())
@@ -317,7 +317,7 @@ func TestVolumeRestoreThrottled(t *testing.T) {
 	in := restoreInput(vs)
 	in.Approve = true
 	var res workflows.VolumeRestoreReport
-	require.NoError(t, vs.startRestore(t, ctx, in).Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, vs.startRestore(t, ctx, in), &res))
 	require.Equal(t, "done", res.Step)
 	require.Len(t, vs.newVolumes(t), 6)
 	throttled := map[string]int{}
@@ -378,7 +378,7 @@ func TestVolumeRestoreWorkerKilled(t *testing.T) {
 		w = vs.startWorkerProc(t, proxy.srv.URL)
 	}
 	var res workflows.VolumeRestoreReport
-	require.NoError(t, run.Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, run, &res))
 	require.Equal(t, "done", res.Step)
 
 	created := vs.newVolumes(t)
@@ -418,7 +418,7 @@ func TestVolumeRestoreCompensation(t *testing.T) {
 	in := restoreInput(vs)
 	in.Approve = true
 	run := vs.startRestore(t, ctx, in)
-	err := run.Get(ctx, nil)
+	err := temporalconn.Await(ctx, run, nil)
 	ae := appError(t, err)
 	require.Equal(t, workflows.ErrTypeRestoreFailed, ae.Type())
 	require.Contains(t, ae.Error(), "restart masters")
@@ -462,7 +462,7 @@ func TestVolumeRestoreApprovalPaths(t *testing.T) {
 	in := restoreInput(vs)
 	in.DryRun = true
 	var dry workflows.VolumeRestoreReport
-	require.NoError(t, vs.startRestore(t, ctx, in).Get(ctx, &dry))
+	require.NoError(t, temporalconn.Await(ctx, vs.startRestore(t, ctx, in), &dry))
 	require.Equal(t, "dry-run", dry.Step)
 	require.Len(t, dry.Plan.Members, 6)
 	require.Len(t, dry.Plan.Instances, 3)
@@ -472,14 +472,14 @@ func TestVolumeRestoreApprovalPaths(t *testing.T) {
 	vs.waitStep(t, ctx, run, "awaiting approval")
 	require.NoError(t, vs.tp.Client.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), workflows.UpdateReject,
 		workflows.Approval{By: "bob", Comment: "wrong cluster"}))
-	ae := appError(t, run.Get(ctx, nil))
+	ae := appError(t, temporalconn.Await(ctx, run, nil))
 	require.Equal(t, workflows.ErrTypeRestoreRejected, ae.Type())
 	require.Contains(t, ae.Error(), "bob")
 	rep := vs.status(t, ctx, run)
 	require.Equal(t, "signal", rep.Approval.Via)
 
 	in.ApprovalTimeout = "2s"
-	ae = appError(t, vs.startRestore(t, ctx, in).Get(ctx, nil))
+	ae = appError(t, temporalconn.Await(ctx, vs.startRestore(t, ctx, in), nil))
 	require.Equal(t, workflows.ErrTypeApprovalTimedOut, ae.Type())
 
 	require.Len(t, mutatingCalls(vs.ec2), before, "nothing created or tagged")
@@ -527,7 +527,7 @@ func TestVolumeWorkflowsFromJSON(t *testing.T) {
 		run, err := vs.tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: tc.id, TaskQueue: temporalconn.TaskQueue}, tc.workflow, in)
 		require.NoError(t, err)
 		var out map[string]any
-		require.NoError(t, run.Get(ctx, &out), tc.workflow)
+		require.NoError(t, temporalconn.Await(ctx, run, &out), tc.workflow)
 		require.NotEmpty(t, out)
 	}
 }

@@ -174,7 +174,7 @@ func TestWorkersShareAndSurviveAKill(t *testing.T) {
 
 	for _, b := range backups {
 		var res workflows.EtcdBackupResult
-		require.NoError(t, b.run.Get(ctx, &res), b.id)
+		require.NoError(t, temporalconn.Await(ctx, b.run, &res), b.id)
 	}
 	finishedAt := time.Now()
 
@@ -252,7 +252,7 @@ func TestWorkersShareAndSurviveAKill(t *testing.T) {
 	want := map[string]bool{}
 	for _, b := range backups {
 		var res workflows.EtcdBackupResult
-		require.NoError(t, b.run.Get(ctx, &res))
+		require.NoError(t, temporalconn.Await(ctx, b.run, &res))
 		store := openStore(t, ctx, res.Store)
 		names, err := etcdmanager.ListBackups(ctx, store)
 		require.NoError(t, err)
@@ -272,7 +272,7 @@ func TestWorkersShareAndSurviveAKill(t *testing.T) {
 	for dir, files := range folders {
 		require.True(t, want[dir], "object folder %s is one of the backups", dir)
 		slices.Sort(files)
-		require.Equal(t, []string{etcdmanager.MetaFile, etcdmanager.DataFile, etcdmanager.KopsdrFile}, files, dir)
+		require.Equal(t, []string{etcdmanager.MetaFile, etcdmanager.DataFile, etcdmanager.ReservationFile, etcdmanager.KopsdrFile}, files, dir)
 	}
 	require.Len(t, folders, len(want))
 	mp, err := s3srv.Client(t).ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
