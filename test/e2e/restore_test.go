@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"testing"
 	"time"
@@ -93,7 +95,7 @@ func (f *restoreFixture) backupWithKopsdr(t *testing.T, ctx context.Context) {
 		})
 	require.NoError(t, err)
 	var res workflows.ClusterBackupResult
-	require.NoError(t, run.Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, run, &res))
 	stack.RecordHistory(t, ctx, f.tp.Client, run.GetID(), run.GetRunID(), "cluster-backup")
 	stack.RecordHistory(t, ctx, f.tp.Client, run.GetID()+"/main", "", "etcd-backup")
 	f.backups[masters.Main], f.backups[masters.Events] = res.Main.Backup, res.Events.Backup
@@ -179,7 +181,7 @@ func TestEtcdManagerRestore(t *testing.T) {
 	}
 
 	var res workflows.EtcdManagerRestoreResult
-	require.NoError(t, run.Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, run, &res))
 	stack.RecordHistory(t, ctx, f.tp.Client, run.GetID(), run.GetRunID(), "etcd-manager-restore-completed")
 	require.Equal(t, "alice", res.Approval.By)
 	require.Equal(t, api.Approved, res.Approval.Decision)
@@ -233,7 +235,7 @@ func TestEtcdManagerRestoreDryRunAndReject(t *testing.T) {
 	in := f.input()
 	in.DryRun = true
 	var res workflows.EtcdManagerRestoreResult
-	require.NoError(t, f.start(t, ctx, in).Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, f.start(t, ctx, in), &res))
 	require.True(t, res.DryRun)
 	require.Len(t, res.Plan.Masters, 3)
 	require.Len(t, res.Plan.Masters[0].Containers, 2)
@@ -248,7 +250,7 @@ func TestEtcdManagerRestoreDryRunAndReject(t *testing.T) {
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	require.ErrorAs(t, err, &already)
 	require.NoError(t, f.tp.Client.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), workflows.SignalReject, workflows.Approval{By: "bob", Comment: "wrong backup"}))
-	err = run.Get(ctx, nil)
+	err = temporalconn.Await(ctx, run, nil)
 	var appErr *temporal.ApplicationError
 	require.True(t, errors.As(err, &appErr), "%v", err)
 	require.Equal(t, workflows.ErrTypeRestoreRejected, appErr.Type())
@@ -264,11 +266,24 @@ func TestEtcdManagerRestorePreflightRefuses(t *testing.T) {
 	ctx := testenv.Context(t, 5*time.Minute)
 	store := f.c.Store(t, masters.Main)
 
-	// A corrupt copy of the real backup: same meta, one data byte flipped.
+	// A corrupt copy of the real backup: same meta, no kopsdr checksums,
+	// one byte of its snapshot flipped and the snapshot compressed again,
+	// so only the snapshot's own sha256 trailer can tell. (A byte flipped
+	// in the gzip file itself is not always damage: once in CI it fell
+	// where no gzip reader looks, the copy decompressed to the very
+	// snapshot, and etcd-manager restored it.)
 	corrupt := "2020-01-01T00:00:00Z-000001"
-	data := readAll(t, ctx, store, f.backups[masters.Main]+"/etcd.backup.gz")
-	data[len(data)/2] ^= 0xff
-	putObject(t, ctx, store, corrupt+"/etcd.backup.gz", data)
+	zr, err := gzip.NewReader(bytes.NewReader(readAll(t, ctx, store, f.backups[masters.Main]+"/etcd.backup.gz")))
+	require.NoError(t, err)
+	snap, err := io.ReadAll(zr)
+	require.NoError(t, err)
+	snap[len(snap)/2] ^= 0xff
+	var data bytes.Buffer
+	zw := gzip.NewWriter(&data)
+	_, err = zw.Write(snap)
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+	putObject(t, ctx, store, corrupt+"/etcd.backup.gz", data.Bytes())
 	putObject(t, ctx, store, corrupt+"/_etcd_backup.meta", readAll(t, ctx, store, f.backups[masters.Main]+"/_etcd_backup.meta"))
 
 	cases := []struct {
@@ -294,7 +309,7 @@ func TestEtcdManagerRestorePreflightRefuses(t *testing.T) {
 			in := f.input()
 			in.Approve = true
 			tc.mutate(&in)
-			err := f.start(t, ctx, in).Get(ctx, nil)
+			err := temporalconn.Await(ctx, f.start(t, ctx, in), nil)
 			require.Error(t, err)
 			require.Contains(t, err.Error(), tc.want)
 			f.requireUntouched(t)
@@ -319,7 +334,7 @@ func TestEtcdManagerRestoreTimeoutShowsLogs(t *testing.T) {
 	ctx := testenv.Context(t, 3*time.Minute)
 	in := f.input()
 	in.Approve, in.NoSafetyBackup, in.RestoreTimeout = true, true, "10s"
-	err := f.start(t, ctx, in).Get(ctx, nil)
+	err := temporalconn.Await(ctx, f.start(t, ctx, in), nil)
 	var appErr *temporal.ApplicationError
 	require.True(t, errors.As(err, &appErr), "%v", err)
 	require.Equal(t, "RestoreTimeout", appErr.Type())
