@@ -110,11 +110,16 @@ func (c *simCluster) stopAll() {
 	wg.Wait()
 }
 
+// client connects to one member, waiting up to 30 s for it to answer:
+// tests call it right after starting the members, and on a loaded machine
+// (CI, with the e2e shards beside it) a member took 5 s to serve, longer
+// than etcdconn's default dial timeout.
 func (c *simCluster) client(t *testing.T, endpoint string) *clientv3.Client {
 	t.Helper()
 	conn := c.conn
 	conn.Endpoints = []string{endpoint}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	conn.DialTimeout = 30 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cli, err := etcdconn.New(ctx, conn)
 	if err != nil {

@@ -276,10 +276,23 @@ func (k *kubelet) startContainer(ctx context.Context, p *pod) error {
 		NetworkMode:   container.NetworkMode(k.network),
 	}
 	netCfg := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{k.network: {Aliases: []string{p.alias}}}}
+	// Created at once, as the kubelet does, so that kopsdr, which leaves a
+	// replacement that is still starting alone, sees it well inside its
+	// grace period however long the start slot below takes: one run, with
+	// the slot taken before the create, had kopsdr start the old container
+	// itself 10 s into a kubelet's 13-22 s replacement.
+	created, err := k.cli.ContainerCreate(ctx, cfg, host, netCfg, nil, name)
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", name, err)
+	}
+	undo := func() {
+		_ = k.cli.ContainerRemove(context.WithoutCancel(ctx), created.ID, container.RemoveOptions{Force: true})
+	}
 	// One of the machine's few start slots: every master here shares one
 	// Docker engine, which real masters do not (see testenv.DockerStartSlots).
 	release, err := testenv.DockerStartSlot(ctx)
 	if err != nil {
+		undo()
 		return err
 	}
 	defer release()
@@ -290,19 +303,16 @@ func (k *kubelet) startContainer(ctx context.Context, p *pod) error {
 		// Looked at again now that the slot is ours: the wait may have been
 		// long enough for a ContainerRestart (or kopsdr) to bring it back.
 		if ins, err := k.cli.ContainerInspect(ctx, current); err == nil && (ins.State.Running || ins.State.Restarting) {
+			undo()
 			return nil
 		}
-	}
-	created, err := k.cli.ContainerCreate(ctx, cfg, host, netCfg, nil, name)
-	if err != nil {
-		return fmt.Errorf("create container %s: %w", name, err)
 	}
 	if err := k.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		// The dead container may have come back and hold the port: a
 		// ContainerRestart whose start came later than the delay, as on a
 		// loaded machine. Undo the attempt, so that the next check sees
 		// the current container running and leaves it alone.
-		_ = k.cli.ContainerRemove(context.WithoutCancel(ctx), created.ID, container.RemoveOptions{Force: true})
+		undo()
 		return fmt.Errorf("start container %s: %w", name, err)
 	}
 	k.mu.Lock()
