@@ -24,7 +24,11 @@ import (
 // Backup holds the activities that take one etcd-manager-format backup. They
 // keep no state between calls: everything they need is in their input or in
 // the worker's environment (S3 credentials never travel through Temporal).
-type Backup struct{}
+type Backup struct {
+	// Runs tells which workflow runs are still open, for the clean-up of
+	// abandoned folders; nil asks the activity's own Temporal client.
+	Runs RunLookup
+}
 
 // PrepareInput names the store and the time of the backup.
 type PrepareInput struct {
@@ -35,6 +39,9 @@ type PrepareInput struct {
 	// missing is refused rather than created.
 	Root      string `json:"root,omitempty"`
 	RootField string `json:"rootField,omitempty"`
+	// SSEKMSKeyID encrypts the name's reservation as the backup's objects
+	// are: a bucket policy may refuse any put without it.
+	SSEKMSKeyID string `json:"sseKmsKeyId,omitempty"`
 }
 
 // PrepareResult is the reserved backup name.
@@ -43,9 +50,8 @@ type PrepareResult struct {
 }
 
 // PrepareBackup checks the store is reachable and writable by us and reserves
-// a backup name: the workflow's second plus a sequence one past any backup
-// already named for that second, so neither etcd-manager's nor another
-// kopsdr's backup is ever overwritten.
+// a backup name for this workflow run: the workflow's second plus the first
+// sequence nothing is stored under yet (backupname.go).
 func (a *Backup) PrepareBackup(ctx context.Context, in PrepareInput) (PrepareResult, error) {
 	if in.Root != "" {
 		if err := storeurl.CheckLocalParent(in.RootField, in.Root); err != nil {
@@ -56,18 +62,11 @@ func (a *Backup) PrepareBackup(ctx context.Context, in PrepareInput) (PrepareRes
 	if err != nil {
 		return PrepareResult{}, err
 	}
-	names, err := etcdmanager.ListBackups(ctx, store)
+	name, err := reserveName(ctx, store, in.Now, in.SSEKMSKeyID)
 	if err != nil {
 		return PrepareResult{}, storeErr(in.Store, err)
 	}
-	seq := 1
-	for _, n := range names {
-		t, s, ok := etcdmanager.ParseBackupName(n)
-		if ok && t.Equal(in.Now.UTC().Truncate(time.Second)) && s >= seq {
-			seq = s + 1
-		}
-	}
-	return PrepareResult{Name: etcdmanager.BackupName(in.Now, seq)}, nil
+	return PrepareResult{Name: name}, nil
 }
 
 // DefaultCompressionLevel is the gzip level of a backup whose input sets
@@ -282,7 +281,14 @@ func (a *Backup) FinalizeBackup(ctx context.Context, in FinalizeInput) (Facts, e
 		PointInTime: in.PointInTime,
 	}
 	if _, err := store.Stat(ctx, in.Name+"/"+etcdmanager.MetaFile); err == nil {
-		return facts, nil // already finalized by an earlier attempt
+		// Finalized already: by an earlier attempt of this step, whose
+		// kopsdr.json then records this very upload, or by another backup.
+		return facts, finalizedAs(ctx, store, in.Store, in.Name, facts)
+	}
+	if holder, taken, err := reservedByAnother(ctx, store, in.Name); err != nil {
+		return Facts{}, storeErr(in.Store, err)
+	} else if taken {
+		return Facts{}, nameTaken(in.Store, in.Name, holder.String())
 	}
 	if err := verifyObject(ctx, store, in.Name, in.Upload.Result); err != nil {
 		return Facts{}, err
@@ -303,6 +309,26 @@ func (a *Backup) FinalizeBackup(ctx context.Context, in FinalizeInput) (Facts, e
 		return Facts{}, storeErr(in.Store, err)
 	}
 	return facts, nil
+}
+
+// finalizedAs checks that the finalized backup name is the one facts
+// describe, rather than reporting another's as this one.
+func finalizedAs(ctx context.Context, store backupstore.Store, storeURL, name string, facts Facts) error {
+	data, err := etcdmanager.ReadSmall(ctx, store, name+"/"+etcdmanager.KopsdrFile)
+	if errors.Is(err, backupstore.ErrNotFound) {
+		return nameTaken(storeURL, name, "a backup kopsdr did not take (it has no "+etcdmanager.KopsdrFile+")")
+	}
+	if err != nil {
+		return storeErr(storeURL, err)
+	}
+	var got Facts
+	if err := json.Unmarshal(data, &got); err != nil {
+		return storeErr(storeURL, fmt.Errorf("%s/%s: %w", name, etcdmanager.KopsdrFile, err))
+	}
+	if got.GzipSHA256 != facts.GzipSHA256 || got.GzipBytes != facts.GzipBytes {
+		return nameTaken(storeURL, name, fmt.Sprintf("workflow %s (sha256 %s, %d bytes)", got.WorkflowID, got.GzipSHA256, got.GzipBytes))
+	}
+	return nil
 }
 
 // verifyObject streams the stored object back and compares it with what was
@@ -361,27 +387,20 @@ type DiscardInput struct {
 }
 
 // DiscardIncomplete removes what a failed backup left in its folder. It
-// refuses to touch a folder whose meta exists: that is a real backup.
+// leaves alone a folder whose meta exists (that is a real backup) and one
+// that another workflow run reserved.
 func (a *Backup) DiscardIncomplete(ctx context.Context, in DiscardInput) (int, error) {
 	store, err := openStore(ctx, in.Store)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := store.Stat(ctx, in.Name+"/"+etcdmanager.MetaFile); err == nil {
-		return 0, nil
-	}
-	if _, err := store.AbortIncompleteUploads(ctx, in.Name+"/"); err != nil {
+	if _, taken, err := reservedByAnother(ctx, store, in.Name); err != nil {
 		return 0, storeErr(in.Store, err)
+	} else if taken {
+		return 0, nil // another run's backup, still being taken
 	}
-	objs, err := store.List(ctx, in.Name+"/")
-	if err != nil {
-		return 0, storeErr(in.Store, err)
-	}
-	keys := make([]string, 0, len(objs))
-	for _, o := range objs {
-		keys = append(keys, o.Key)
-	}
-	return len(keys), storeErr(in.Store, store.Delete(ctx, keys...))
+	n, _, err := etcdmanager.RemoveIncomplete(ctx, store, in.Name)
+	return n, storeErr(in.Store, err)
 }
 
 // PruneInput is the retention run after a successful backup.

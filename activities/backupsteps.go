@@ -19,15 +19,18 @@ type PreparedBackup struct {
 	Spec *etcdmanager.ClusterSpec `json:"spec,omitempty"`
 }
 
-// PrepareBackupAndReadSpec is PrepareBackup then ReadClusterSpec of the same
-// store. Both only read (the name is reserved by the workflow's time, not
-// by a write), so retrying them together is as safe as retrying either.
+// PrepareBackupAndReadSpec is ReadClusterSpec then PrepareBackup of the
+// same store. The spec is read first because reserving the name writes
+// (backupname.go), and a spec that cannot be read would otherwise leave
+// that reservation behind with no name for the workflow to discard. A
+// retry of both is as safe as a retry of either: the run gets the name it
+// reserved before.
 func (a *Backup) PrepareBackupAndReadSpec(ctx context.Context, in PrepareInput) (PreparedBackup, error) {
-	prep, err := a.PrepareBackup(ctx, in)
+	spec, err := a.ReadClusterSpec(ctx, SpecInput{Store: in.Store})
 	if err != nil {
 		return PreparedBackup{}, err
 	}
-	spec, err := a.ReadClusterSpec(ctx, SpecInput{Store: in.Store})
+	prep, err := a.PrepareBackup(ctx, in)
 	if err != nil {
 		return PreparedBackup{}, err
 	}
@@ -48,10 +51,12 @@ type RetainAndPruneInput struct {
 type RetainAndPruneResult struct {
 	Pruned []string `json:"pruned"`
 	Rule   string   `json:"rule,omitempty"`
+	// Abandoned are the folders without a meta it removed (discardAbandoned).
+	Abandoned []string `json:"abandoned,omitempty"`
 }
 
-// RetainAndPrune is ReadDailyRetention (when asked) then PruneBackups with
-// the retention it read.
+// RetainAndPrune is ReadDailyRetention (when asked), then PruneBackups with
+// the retention it read, then the removal of abandoned folders.
 func (a *Backup) RetainAndPrune(ctx context.Context, in RetainAndPruneInput) (RetainAndPruneResult, error) {
 	var res RetainAndPruneResult
 	if in.ReadDaily != nil {
@@ -62,10 +67,13 @@ func (a *Backup) RetainAndPrune(ctx context.Context, in RetainAndPruneInput) (Re
 		in.Retention.DailyFor = time.Duration(r.Days) * 24 * time.Hour
 		res.Rule = r.Rule
 	}
-	pruned, err := a.PruneBackups(ctx, in.PruneInput)
+	store, err := openStore(ctx, in.Store)
 	if err != nil {
 		return res, err
 	}
-	res.Pruned = pruned
-	return res, nil
+	if res.Pruned, err = etcdmanager.PruneBackups(ctx, store, in.Now, in.Retention, in.DryRun); err != nil {
+		return res, storeErr(in.Store, err)
+	}
+	res.Abandoned, err = a.discardAbandoned(ctx, store, in.Now, in.DryRun)
+	return res, storeErr(in.Store, err)
 }

@@ -32,6 +32,7 @@ const (
 	ErrTypeInvalidInput    = inputerr.Type
 	ErrTypeAccessDenied    = api.ErrTypeAccessDenied
 	ErrTypeCorruptBackup   = api.ErrTypeCorruptBackup
+	ErrTypeBackupNameTaken = api.ErrTypeBackupNameTaken
 	ErrTypeEtcdUnreachable = api.ErrTypeEtcdUnreachable
 )
 

@@ -1,7 +1,9 @@
 package activities
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -58,7 +60,11 @@ func TestMetricsInterceptorRunsOnActivities(t *testing.T) {
 	require.NoError(t, err)
 	at := time.Now().UTC().Truncate(time.Second).Add(-time.Hour) // the workflow started an hour ago
 	name := etcdmanager.BackupName(at, 1)
-	// Already finalized: FinalizeBackup then succeeds without reading the data.
+	// Already finalized, with kopsdr.json recording this upload: FinalizeBackup
+	// then succeeds without reading the data.
+	facts, _ := json.Marshal(Facts{Backup: name, GzipBytes: 777})
+	_, err = s.Put(ctx, name+"/"+etcdmanager.KopsdrFile, bytes.NewReader(facts), backupstore.PutOptions{})
+	require.NoError(t, err)
 	require.NoError(t, etcdmanager.WriteBackupInfo(ctx, s, name, etcdmanager.BackupInfo{EtcdVersion: "3.5.9", Timestamp: at.Unix()}, backupstore.PutOptions{}))
 
 	rec := &recorded{}

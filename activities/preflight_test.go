@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"net/http"
 	"os"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/iotest"
@@ -19,28 +22,52 @@ import (
 	"github.com/kopsdr/kopsdr/internal/backupstore"
 	"github.com/kopsdr/kopsdr/internal/etcdmanager"
 	"github.com/kopsdr/kopsdr/test/etcdtest"
+	"github.com/kopsdr/kopsdr/test/s3test"
 )
 
-// TestPreflightHeartbeatsThroughout takes a real backup into a file store
+// TestPreflightHeartbeatsThroughout takes a real backup into an S3 store
 // and pre-flights its restore with a 1 ms heartbeat: it passes, reports
 // the backup's facts, and heartbeats (under -race, without racing the
-// progress it updates as it reads).
+// progress it updates as it reads). The store holds back the backup's
+// data until the first heartbeat has arrived (a minute at most), so that
+// a pre-flight over before its first tick, as on a loaded machine, cannot
+// pass or fail the test by timing.
 func TestPreflightHeartbeatsThroughout(t *testing.T) {
 	saved := preflightBeat
 	preflightBeat = time.Millisecond
 	t.Cleanup(func() { preflightBeat = saved })
 
+	beat := make(chan struct{})
+	var beatOnce sync.Once
+	var hold atomic.Bool // off while the backup is taken: it reads its data back
+	var held atomic.Int32
+	srv := s3test.StartGoFakeS3Wrapped(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if hold.Load() && req.Method == http.MethodGet && strings.HasSuffix(req.URL.Path, "/"+etcdmanager.DataFile) {
+				held.Add(1)
+				select {
+				case <-beat:
+				case <-time.After(time.Minute):
+				}
+			}
+			h.ServeHTTP(w, req)
+		})
+	}, "preflight")
+	srv.Setenv(t)
 	etcd := etcdtest.Start(t, 1)
-	dir := t.TempDir() + "/backups/main"
-	store := "file://" + dir
+	store := "s3://preflight/c.example.com/backups/etcd/main"
 	name, up := takeBackup(t, etcd, store, 200)
+	hold.Store(true)
 
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestActivityEnvironment()
 	r := &Restore{}
 	env.RegisterActivity(r)
 	var beats atomic.Int64
-	env.SetOnActivityHeartbeatListener(func(*activity.Info, converter.EncodedValues) { beats.Add(1) })
+	env.SetOnActivityHeartbeatListener(func(*activity.Info, converter.EncodedValues) {
+		beats.Add(1)
+		beatOnce.Do(func() { close(beat) })
+	})
 	v, err := env.ExecuteActivity(r.Preflight, PreflightInput{Clusters: []PreflightCluster{{
 		EtcdCluster: "main", Field: "main.backup", Store: store, Backup: "latest", Etcd: etcd.ConnConfig(),
 	}}})
@@ -52,6 +79,7 @@ func TestPreflightHeartbeatsThroughout(t *testing.T) {
 	require.Equal(t, up.GzipBytes, res.Clusters[0].Bytes)
 	require.Equal(t, up.Revision, res.Clusters[0].Revision)
 	require.True(t, res.Clusters[0].EtcdAnswers)
+	require.Positive(t, held.Load(), "the pre-flight read the backup's data from the store")
 	require.Positive(t, beats.Load(), "pre-flight heartbeated")
 }
 

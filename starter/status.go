@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -213,6 +214,13 @@ func printBackupResult(w io.Writer, r api.EtcdBackupResult) {
 		r.EtcdCluster, r.Backup, r.Store, float64(r.Bytes)/(1<<20), float64(r.RawBytes)/(1<<20), r.Revision, r.EtcdVersion, len(r.Pruned))
 	if r.RetentionRule != "" {
 		fmt.Fprintf(w, "  retention: %s\n", r.RetentionRule)
+	}
+	if len(r.Abandoned) > 0 {
+		what := "removed"
+		if r.PruneDryRun {
+			what = "to remove (dry run: kept)"
+		}
+		fmt.Fprintf(w, "  abandoned folders %s: %s\n", what, strings.Join(r.Abandoned, ", "))
 	}
 }
 

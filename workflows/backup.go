@@ -103,6 +103,7 @@ func EtcdBackup(ctx workflow.Context, in EtcdBackupInput) (*EtcdBackupResult, er
 				if pr.Pruned != nil {
 					res.Pruned = pr.Pruned
 				}
+				res.Abandoned = pr.Abandoned
 			}
 		} else {
 			res.RetentionRule, err = dailyRetention(ctx, in, &retention)
@@ -220,7 +221,7 @@ func fail(status *BackupStatus, err error) error {
 // prepareInput names the store the operator gave, so the worker can refuse
 // a file:// store planted by a typo.
 func prepareInput(in EtcdBackupInput, store string, now time.Time) activities.PrepareInput {
-	p := activities.PrepareInput{Store: store, Now: now, Root: in.StateStore, RootField: "stateStore"}
+	p := activities.PrepareInput{Store: store, Now: now, Root: in.StateStore, RootField: "stateStore", SSEKMSKeyID: in.SSEKMSKeyID}
 	if in.BackupStore != "" {
 		p.Root, p.RootField = in.BackupStore, "backupStore"
 	}

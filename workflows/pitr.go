@@ -296,13 +296,19 @@ func makeBackup(ctx workflow.Context, cluster, etcd string, stores api.PITRStore
 
 	status.Step = "prepare"
 	var prep activities.PrepareResult
-	if err := workflow.ExecuteActivity(actx, b.PrepareBackup, activities.PrepareInput{Store: stores.Backup, Now: now}).Get(ctx, &prep); err != nil {
+	if err := workflow.ExecuteActivity(actx, b.PrepareBackup, activities.PrepareInput{Store: stores.Backup, Now: now, SSEKMSKeyID: sse}).Get(ctx, &prep); err != nil {
 		return nil, err
 	}
 	status.Backup = prep.Name
 	sa.set(ctx, "", "", prep.Name)
 	var spec activities.ClusterSpecInfo
 	if err := workflow.ExecuteActivity(actx, b.ReadClusterSpec, activities.SpecInput{Store: stores.Backup}).Get(ctx, &spec); err != nil {
+		// The name is reserved by now (an object in its folder). Runs that
+		// failed here before this version left it; GetVersion only on this
+		// path, so that no other run's history changes.
+		if workflow.GetVersion(ctx, "makeBackupDiscardsReservation", workflow.DefaultVersion, 1) >= 1 {
+			discardIncomplete(ctx, stores.Backup, prep.Name)
+		}
 		return nil, err
 	}
 

@@ -94,3 +94,29 @@ func TestCaptureRetriesAChainStart(t *testing.T) {
 	env.ExecuteWorkflow(ChangeCapture, captureIn)
 	require.ErrorContains(t, env.GetWorkflowError(), "invalid cacert", "bad input ends capture")
 }
+
+// TestMakeBackupDiscardsItsNameWhenTheSpecCannotBeRead: the name is
+// reserved (an object in its folder) before the spec is read, so a spec
+// read that fails for good discards that folder before the run fails.
+func TestMakeBackupDiscardsItsNameWhenTheSpecCannotBeRead(t *testing.T) {
+	env := newEnv()
+	p, b := &activities.PITR{}, &activities.Backup{}
+	env.RegisterActivity(p)
+	env.RegisterActivity(b)
+	env.OnActivity(p.ResolvePoint, mock.Anything, mock.Anything).Return(api.PointPlan{Revision: 42}, nil)
+	env.OnActivity(b.PrepareBackup, mock.Anything, mock.Anything).Return(activities.PrepareResult{Name: "2026-11-30T07:15:00Z-000001"}, nil)
+	env.OnActivity(b.ReadClusterSpec, mock.Anything, mock.Anything).Return(activities.ClusterSpecInfo{},
+		temporal.NewNonRetryableApplicationError("access denied", activities.ErrTypeAccessDenied, nil))
+	var discarded []activities.DiscardInput
+	env.OnActivity(b.DiscardIncomplete, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.DiscardInput) (int, error) {
+		discarded = append(discarded, in)
+		return 1, nil
+	})
+	env.ExecuteWorkflow(MakeBackup, api.MakeBackupInput{Cluster: "c.example.com", StateStore: "s3://state", Revision: 42})
+	require.True(t, env.IsWorkflowCompleted())
+	err := env.GetWorkflowError()
+	var ae *temporal.ApplicationError
+	require.ErrorAs(t, err, &ae)
+	require.Equal(t, activities.ErrTypeAccessDenied, ae.Type())
+	require.Equal(t, []activities.DiscardInput{{Store: "s3://state/c.example.com/backups/etcd/main", Name: "2026-11-30T07:15:00Z-000001"}}, discarded)
+}

@@ -30,7 +30,18 @@ type PutOptions struct {
 	// (aws:kms). Ignored by file:// stores.
 	SSEKMSKeyID string
 	ContentType string
+	// IfAbsent stores the object only if nothing is stored at key, as one
+	// atomic step against every other writer (S3's conditional PutObject,
+	// If-None-Match: *; a hard link on a file:// store), and otherwise
+	// fails with ErrExists. For small bodies only (at most
+	// MaxIfAbsentBytes): S3 gets them in one request.
+	IfAbsent bool
 }
+
+// MaxIfAbsentBytes bounds the body of a PutOptions.IfAbsent put.
+const MaxIfAbsentBytes = 1 << 20
+
+var errIfAbsentTooLarge = fmt.Errorf("a put-if-absent body is limited to %d bytes", MaxIfAbsentBytes)
 
 // Options overrides what Open would otherwise take from the environment.
 type Options struct {
@@ -71,6 +82,8 @@ var (
 	ErrAccessDenied = errors.New("access denied to backup store")
 	// ErrInvalidKey: a key that is empty, absolute, or climbs out of the root.
 	ErrInvalidKey = errors.New("invalid object key")
+	// ErrExists: a PutOptions.IfAbsent put found an object at its key.
+	ErrExists = errors.New("object already exists")
 )
 
 // Field is the input field name used in *inputerr.Error for store URLs.

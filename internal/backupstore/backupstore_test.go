@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -107,6 +108,43 @@ func TestStore(t *testing.T) {
 				assert.Equal(t, "overwritten", get(t, s, "2026-11-21T22:52:16Z-000001/etcd.backup.gz"))
 				put(t, s, "empty", "")
 				assert.Equal(t, "", get(t, s, "empty"))
+			})
+
+			t.Run("put if absent: one writer of many wins, nothing is overwritten", func(t *testing.T) {
+				s := open(t, url)
+				key := "2026-11-21T22:52:17Z-000001/kopsdr-reservation.json"
+				ifAbsent := backupstore.PutOptions{IfAbsent: true, ContentType: "application/json"}
+				n, err := s.Put(ctx, key, strings.NewReader("first"), ifAbsent)
+				require.NoError(t, err)
+				require.Equal(t, int64(5), n)
+				_, err = s.Put(ctx, key, strings.NewReader("second"), ifAbsent)
+				require.ErrorIs(t, err, backupstore.ErrExists)
+				require.Equal(t, "first", get(t, s, key))
+
+				key = "2026-11-21T22:52:17Z-000002/kopsdr-reservation.json"
+				const writers = 8
+				var wg sync.WaitGroup
+				errs := make([]error, writers)
+				for i := range writers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						_, errs[i] = s.Put(ctx, key, strings.NewReader("writer-"+strconv.Itoa(i)), ifAbsent)
+					}()
+				}
+				wg.Wait()
+				winner := -1
+				for i, err := range errs {
+					if err == nil {
+						require.Equal(t, -1, winner, "writers %d and %d both stored %s", winner, i, key)
+						winner = i
+						continue
+					}
+					require.ErrorIs(t, err, backupstore.ErrExists)
+				}
+				require.NotEqual(t, -1, winner, "no writer stored %s: %v", key, errs)
+				require.Equal(t, "writer-"+strconv.Itoa(winner), get(t, s, key))
+				require.Equal(t, []string{key}, keys(mustList(t, s, "2026-11-21T22:52:17Z-000002/")), "the losers stored nothing")
 			})
 
 			t.Run("not found", func(t *testing.T) {
@@ -463,6 +501,19 @@ func TestFileStoreTempFilesAreHidden(t *testing.T) {
 	require.Len(t, entries, 1)
 	assert.Equal(t, "etcd.backup.gz", entries[0].Name())
 
+	// A put-if-absent that finds the name taken leaves no temp file.
+	_, err = s.Put(ctx, "b/etcd.backup.gz", strings.NewReader("other"), backupstore.PutOptions{IfAbsent: true})
+	require.ErrorIs(t, err, backupstore.ErrExists)
+	entries, err = os.ReadDir(filepath.Join(root, "b"))
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "only the object: %v", entries)
+	assert.Equal(t, "data", get(t, s, "b/etcd.backup.gz"))
+	// Both stores bound a put-if-absent body alike.
+	_, err = s.Put(ctx, "b/big", strings.NewReader(strings.Repeat("x", backupstore.MaxIfAbsentBytes+1)), backupstore.PutOptions{IfAbsent: true})
+	require.ErrorContains(t, err, "limited to")
+	_, err = s.Stat(ctx, "b/big")
+	require.ErrorIs(t, err, backupstore.ErrNotFound)
+
 	// Deleting the last object of a folder removes the folder, not the root.
 	require.NoError(t, s.Delete(ctx, "b/etcd.backup.gz"))
 	_, err = os.Stat(filepath.Join(root, "b"))
@@ -538,6 +589,8 @@ func TestSSEKMSHeadersSent(t *testing.T) {
 	require.NoError(t, err)
 	_, err = s.Put(ctx, "plain", strings.NewReader("x"), backupstore.PutOptions{})
 	require.NoError(t, err)
+	_, err = s.Put(ctx, "reservation", strings.NewReader("{}"), backupstore.PutOptions{SSEKMSKeyID: keyID, IfAbsent: true})
+	require.NoError(t, err)
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Equal(t, map[string]string{
@@ -547,5 +600,6 @@ func TestSSEKMSHeadersSent(t *testing.T) {
 		"PUT part-or-complete":        "|",
 		"POST part-or-complete":       "|",
 		"PUT plain":                   "|",
+		"PUT reservation":             "aws:kms|" + keyID,
 	}, seen)
 }

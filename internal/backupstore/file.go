@@ -38,7 +38,7 @@ func (s *fileStore) path(key string) (string, error) {
 	return filepath.Join(s.root, filepath.FromSlash(key)), nil
 }
 
-func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, _ PutOptions) (int64, error) {
+func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, o PutOptions) (int64, error) {
 	dst, err := s.path(key)
 	if err != nil {
 		return 0, err
@@ -54,9 +54,16 @@ func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, _ PutOptio
 			_ = os.Remove(tmp.Name())
 		}
 	}()
-	n, err := io.Copy(tmp, ctxReader{ctx, r})
+	src := io.Reader(ctxReader{ctx, r})
+	if o.IfAbsent {
+		src = io.LimitReader(src, MaxIfAbsentBytes+1)
+	}
+	n, err := io.Copy(tmp, src)
 	if err != nil {
 		return n, fmt.Errorf("put %s: %w", key, err)
+	}
+	if o.IfAbsent && n > MaxIfAbsentBytes {
+		return 0, fmt.Errorf("put %s: %w", key, errIfAbsentTooLarge)
 	}
 	// fsync before rename: after a crash the new name must not point at a
 	// file whose data never reached the disk.
@@ -66,7 +73,16 @@ func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, _ PutOptio
 	if err := tmp.Close(); err != nil {
 		return n, fmt.Errorf("put %s: close: %w", key, err)
 	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
+	if o.IfAbsent {
+		// link(2) fails rather than replace an existing name, atomically.
+		if err := os.Link(tmp.Name(), dst); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return 0, fmt.Errorf("put %s in %s: %w", key, s.URL(), ErrExists)
+			}
+			return n, fmt.Errorf("put %s: %w", key, err)
+		}
+		_ = os.Remove(tmp.Name())
+	} else if err := os.Rename(tmp.Name(), dst); err != nil {
 		return n, fmt.Errorf("put %s: %w", key, err)
 	}
 	done = true

@@ -1,6 +1,7 @@
 package backupstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -279,6 +280,9 @@ func (s *s3Store) Put(ctx context.Context, key string, r io.Reader, o PutOptions
 		in.ServerSideEncryption = types.ServerSideEncryptionAwsKms
 		in.SSEKMSKeyId = aws.String(o.SSEKMSKeyID)
 	}
+	if o.IfAbsent {
+		return s.putIfAbsent(ctx, key, in, r)
+	}
 	// The uploader sends one PutObject for small bodies and a multipart upload
 	// otherwise; on error or cancel it aborts the upload (LeavePartsOnError is
 	// false), so no half-written object ever becomes visible.
@@ -293,6 +297,25 @@ func (s *s3Store) Put(ctx context.Context, key string, r io.Reader, o PutOptions
 		return n, s.mapErr(ctx, "put", key, err)
 	}
 	return n, nil
+}
+
+// putIfAbsent sends a small body in one conditional PutObject. The
+// uploader is not used: it would turn a large body into a multipart
+// upload, whose completion it sends without the condition.
+func (s *s3Store) putIfAbsent(ctx context.Context, key string, in *s3.PutObjectInput, r io.Reader) (int64, error) {
+	body, err := io.ReadAll(io.LimitReader(r, MaxIfAbsentBytes+1))
+	if err != nil {
+		return 0, fmt.Errorf("put %s: %w", key, err)
+	}
+	if len(body) > MaxIfAbsentBytes {
+		return 0, fmt.Errorf("put %s: %w", key, errIfAbsentTooLarge)
+	}
+	in.Body = bytes.NewReader(body)
+	in.IfNoneMatch = aws.String("*")
+	if _, err := s.client.PutObject(ctx, in); err != nil {
+		return 0, s.mapErr(ctx, "put", key, err)
+	}
+	return int64(len(body)), nil
 }
 
 // abortFailedUpload makes sure a failed multipart upload does not linger.
@@ -492,6 +515,11 @@ func (s *s3Store) mapErr(ctx context.Context, op, key string, err error) error {
 		return fmt.Errorf("%s %s in %s: %w: %w", op, key, s.URL(), ErrAccessDenied, err)
 	case code == "NoSuchKey":
 		return fmt.Errorf("%s %s: %w", op, key, ErrNotFound)
+	case op == "put" && (code == "PreconditionFailed" || status == http.StatusPreconditionFailed ||
+		code == "ConditionalRequestConflict"):
+		// 409 ConditionalRequestConflict: another conditional write to the
+		// key was under way; it, not this one, may now hold the key.
+		return fmt.Errorf("%s %s in %s: %w", op, key, s.URL(), ErrExists)
 	case code == "NotFound" || (status == http.StatusNotFound && (op == "get" || op == "stat")):
 		return s.explainHeadNotFound(ctx, op, key)
 	case errors.As(err, &gaveUp):

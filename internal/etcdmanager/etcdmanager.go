@@ -28,6 +28,10 @@ const (
 	// why). etcd-manager ignores extra objects in a folder, but would refuse a
 	// meta file with extra fields, so these never go into MetaFile.
 	KopsdrFile = "kopsdr.json"
+	// ReservationFile is the first object of a kopsdr backup: it claims the
+	// backup's name for one workflow run, stored only if absent, so that
+	// two backups started in the same second never share a name.
+	ReservationFile = "kopsdr-reservation.json"
 )
 
 // ClusterSpec is etcd-manager's ClusterSpec message.

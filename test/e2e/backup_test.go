@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,7 +82,7 @@ func TestClusterBackupWritesEtcdManagerFormat(t *testing.T) {
 	run, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "backup/" + k.name, TaskQueue: temporalconn.TaskQueue}, workflows.ClusterBackup, in)
 	require.NoError(t, err)
 	var res workflows.ClusterBackupResult
-	require.NoError(t, run.Get(ctx, &res))
+	require.NoError(t, temporalconn.Await(ctx, run, &res))
 
 	for _, ec := range []struct {
 		name    string
@@ -119,7 +120,8 @@ func checkBackupFormat(t *testing.T, ctx context.Context, store backupstore.Stor
 	for _, o := range objs {
 		keys = append(keys, o.Key)
 	}
-	require.ElementsMatch(t, []string{res.Backup + "/etcd.backup.gz", res.Backup + "/_etcd_backup.meta", res.Backup + "/kopsdr.json"}, keys)
+	require.ElementsMatch(t, []string{res.Backup + "/etcd.backup.gz", res.Backup + "/_etcd_backup.meta", res.Backup + "/kopsdr.json",
+		res.Backup + "/kopsdr-reservation.json"}, keys)
 
 	meta := readAll(t, ctx, store, res.Backup+"/_etcd_backup.meta")
 	want := fmt.Sprintf(`{"etcdVersion": %q, "timestamp": "%d", "clusterSpec": {"memberCount": 3, "etcdVersion": %q}}`,
@@ -133,6 +135,10 @@ func checkBackupFormat(t *testing.T, ctx context.Context, store backupstore.Stor
 	require.Equal(t, res.SHA256, facts["gzipSha256"])
 	require.Equal(t, res.RawSHA256, facts["rawSha256"])
 	require.EqualValues(t, res.Revision, facts["revision"])
+	var reserved map[string]any
+	require.NoError(t, json.Unmarshal(readAll(t, ctx, store, res.Backup+"/kopsdr-reservation.json"), &reserved))
+	require.Equal(t, facts["workflowId"], reserved["workflowId"], "the name was reserved for the run that took the backup")
+	require.NotEmpty(t, reserved["runId"])
 
 	data := readAll(t, ctx, store, res.Backup+"/etcd.backup.gz")
 	require.EqualValues(t, res.Bytes, len(data))
@@ -184,4 +190,54 @@ func requireSameKeys(t *testing.T, ctx context.Context, src, dst *etcdtest.Clust
 		require.Equal(t, string(want.Kvs[i].Key), string(got.Kvs[i].Key))
 		require.True(t, bytes.Equal(want.Kvs[i].Value, got.Kvs[i].Value), "value of %s", want.Kvs[i].Key)
 	}
+}
+
+// TestBackupRemovesAbandonedFolders: the prune after a backup asks the real
+// Temporal server about the runs that reserved day-old folders without a
+// meta: it removes the folder of a run that has ended and keeps the one of
+// a run still open. The reservations are written as docs/formats.md gives
+// them.
+func TestBackupRemovesAbandonedFolders(t *testing.T) {
+	tp := stack.StartTemporal(t)
+	tp.StartWorker(t)
+	k := startKopsCluster(t, 1)
+	ctx := testenv.Context(t, 3*time.Minute)
+	state := "file://" + t.TempDir() + "/state"
+	dir := filepath.Join(strings.TrimPrefix(state, "file://"), k.name, "backups", "etcd", "main")
+
+	// A run that has ended: a backup refused for its input.
+	ended, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: temporalconn.TaskQueue}, workflows.EtcdBackup,
+		workflows.EtcdBackupInput{Cluster: k.name, EtcdCluster: "neither", StateStore: state})
+	require.NoError(t, err)
+	require.Error(t, temporalconn.Await(ctx, ended, nil))
+	// A run still open: nobody polls its task queue.
+	open, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: "nobody-polls-this"}, workflows.EtcdBackup, workflows.EtcdBackupInput{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = tp.Client.TerminateWorkflow(context.Background(), open.GetID(), open.GetRunID(), "test over")
+	})
+
+	endedFolder, openFolder := "2026-11-20T10:00:00Z-000001", "2026-11-20T10:00:00Z-000002"
+	twoDaysAgo := time.Now().Add(-48 * time.Hour)
+	for folder, run := range map[string]client.WorkflowRun{endedFolder: ended, openFolder: open} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, folder), 0o755))
+		reservation := fmt.Sprintf(`{"namespace":%q,"workflowId":%q,"runId":%q,"reservedAt":%q}`,
+			tp.Namespace, run.GetID(), run.GetRunID(), twoDaysAgo.UTC().Format(time.RFC3339))
+		for name, data := range map[string]string{etcdmanager.ReservationFile: reservation, etcdmanager.DataFile: "half a snapshot"} {
+			path := filepath.Join(dir, folder, name)
+			require.NoError(t, os.WriteFile(path, []byte(data), 0o644))
+			require.NoError(t, os.Chtimes(path, twoDaysAgo, twoDaysAgo))
+		}
+	}
+
+	in := workflows.EtcdBackupInput{Cluster: k.name, EtcdCluster: "main", StateStore: state, Endpoints: k.main.Endpoints,
+		BackupOptions: tlsOf(k.main.ConnConfig())}
+	run, err := tp.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: temporalconn.TaskQueue}, workflows.EtcdBackup, in)
+	require.NoError(t, err)
+	var res workflows.EtcdBackupResult
+	require.NoError(t, temporalconn.Await(ctx, run, &res))
+	require.Equal(t, []string{endedFolder}, res.Abandoned)
+	require.NoDirExists(t, filepath.Join(dir, endedFolder))
+	require.FileExists(t, filepath.Join(dir, openFolder, etcdmanager.DataFile))
+	require.FileExists(t, filepath.Join(dir, res.Backup, etcdmanager.MetaFile))
 }

@@ -68,6 +68,10 @@ type EtcdBackupResult struct {
 	EtcdVersion string   `json:"etcdVersion"`
 	Endpoint    string   `json:"endpoint"`
 	Pruned      []string `json:"pruned"`
+	// Abandoned are the folders without a meta that backups left a day or
+	// more ago and that no open run reserved: removed by the prune (with
+	// PruneDryRun, would be). docs/formats.md, "Abandoned folders".
+	Abandoned   []string `json:"abandoned,omitempty"`
 	PruneDryRun bool     `json:"pruneDryRun,omitempty"`
 	// RetentionRule says where the daily retention of the prune came from:
 	// the input, the kops cluster spec, or kops's default.

@@ -47,6 +47,7 @@ const (
 	ErrTypeInvalidInput      = inputerr.Type // the input is wrong; nothing was changed
 	ErrTypeAccessDenied      = "AccessDenied"
 	ErrTypeCorruptBackup     = "CorruptBackup"
+	ErrTypeBackupNameTaken   = "BackupNameTaken" // another backup holds this backup's name; this one was not finalized
 	ErrTypeEtcdUnreachable   = "EtcdUnreachable"
 	ErrTypePreflight         = "PreflightFailed" // a restore's pre-flight refused; nothing was changed
 	ErrTypeRestoreTimeout    = "RestoreTimeout"
