@@ -42,10 +42,11 @@ $(TOOLS)/temporal:
 # (minutes to build with -race), as the packages under test/ do.
 UNIT_PKGS := ./internal/... ./workflows/... ./activities/... ./starter/... ./worker/...
 
-# test/run installs the pinned tools (make tools) while it builds test/e2e,
-# then runs it in four shards at once with vet, the unit tests and the other
-# packages (the end-to-end tests mostly wait), and prints each lane's output
-# and wall time.
+# test/run compiles everything first (the e2e test binary while make tools
+# installs the pinned tools, then vet and the other test binaries), then runs
+# the tests with nothing compiling beside them: test/e2e in four shards at
+# once with the unit tests and the other packages (the end-to-end tests
+# mostly wait), and prints each lane's output and wall time.
 test: rules-check ## Run every test against real Temporal, etcd, S3 and Docker (unit tests with -race)
 	GO=$(GO) ./test/run
 
