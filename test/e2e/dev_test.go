@@ -90,9 +90,12 @@ func TestDevModeSurvivesRestart(t *testing.T) {
 func TestWorkerImageFromScratch(t *testing.T) {
 	bin := stack.Binaries(t)
 	cli := testenv.Docker(t)
-	ctx := testenv.Context(t, 3*time.Minute)
 	tag := "kopsdr-worker:test"
 	testenv.BuildScratchImage(t, cli, tag, map[string]string{"/kopsdr-worker": filepath.Join(bin, "kopsdr-worker")}, "/kopsdr-worker")
+	// Counted from here, not from before the build (which has its own 5
+	// minutes): on a loaded machine the build took most of the 3 minutes,
+	// and the create ran out of them.
+	ctx := testenv.Context(t, 5*time.Minute)
 	created, err := cli.ContainerCreate(ctx, &container.Config{Image: tag, Cmd: []string{"--help"}}, nil, nil, nil, "")
 	require.NoError(t, err)
 	defer cli.ContainerRemove(context.Background(), created.ID, container.RemoveOptions{Force: true})

@@ -153,7 +153,9 @@ func TestWorkersShareAndSurviveAKill(t *testing.T) {
 			for _, a := range pendingActivities(t, ctx, tp, h.workflowID) {
 				if a.activityID == h.activityID {
 					gone = false
-					if a.state == enumspb.PENDING_ACTIVITY_STATE_STARTED && a.attempt >= 2 {
+					// A later attempt than the one killed: under load, the
+					// victim may have been running a second attempt already.
+					if a.state == enumspb.PENDING_ACTIVITY_STATE_STARTED && a.attempt > h.attempt {
 						retried[h.workflowID+"/"+h.activityID] = a
 					}
 				}
@@ -197,7 +199,7 @@ func TestWorkersShareAndSurviveAKill(t *testing.T) {
 				if h.workflowID != b.id || h.activityID != s.activityID {
 					continue
 				}
-				if s.worker == victim && s.attempt == 1 {
+				if s.worker == victim && s.attempt == h.attempt {
 					// It finished between the last look and the kill (a
 					// loaded machine widens that gap): the victim reported
 					// it done before SIGKILL landed, so there was nothing
@@ -208,7 +210,7 @@ func TestWorkersShareAndSurviveAKill(t *testing.T) {
 				}
 				require.NotEqual(t, victim, s.worker, "%s of %s", s.activity, b.id)
 				require.Contains(t, workers, s.worker)
-				require.GreaterOrEqual(t, s.attempt, int32(2), "%s of %s was retried", s.activity, b.id)
+				require.Greater(t, s.attempt, h.attempt, "%s of %s was retried", s.activity, b.id)
 				require.Equal(t, enumspb.TIMEOUT_TYPE_HEARTBEAT, s.lastFailure,
 					"%s of %s: the killed worker's attempt timed out on its heartbeat", s.activity, b.id)
 				t.Logf("history: %s of %s finished by %s on attempt %d, started %.1fs after the kill",
